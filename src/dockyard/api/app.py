@@ -1,0 +1,181 @@
+"""The thin AWS protocol layer: SigV4 check, X-Amz-Target dispatch, model validation, error mapping.
+
+One request, in order::
+
+    signature (sigv4.verify)  ->  principal (KeyRing)  ->  operation (X-Amz-Target)
+      ->  JSON body  ->  authorize(principal, operation)  ->  validate against botocore's model
+      ->  use case (services.operations)  ->  JSON response
+
+Every ``DockyardError`` becomes ``{"__type": code, "message": ...}`` with its HTTP status, here and
+nowhere else; anything unexpected becomes ``ServerException`` (500) and is logged with its request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from dockyard.api import sigv4, validation
+from dockyard.api.authorization import authorize
+from dockyard.api.credentials import KeyRing
+from dockyard.domain.errors import (
+    DockyardError,
+    MissingAuthenticationToken,
+    SerializationError,
+    UnknownOperation,
+    UnrecognizedClient,
+    UnsupportedFeature,
+)
+from dockyard.services.context import Env, RequestContext
+from dockyard.services.operations import load_all
+
+log = logging.getLogger("dockyard.api")
+
+ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]{1,256})/")
+
+
+@dataclass
+class ApiConfig:
+    account_id: str = "000000000000"
+    signature_window_seconds: float = 900.0
+
+
+def _error(exc: DockyardError, request_id: str) -> Response:
+    body = orjson.dumps({"__type": exc.code, "message": exc.message})
+    return Response(
+        body,
+        status_code=exc.status,
+        media_type=JSON_CONTENT_TYPE,
+        headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": exc.code},
+    )
+
+
+class EcsApi:
+    """Handles one ECS JSON request end to end."""
+
+    def __init__(self, env: Env, keyring: KeyRing, config: ApiConfig) -> None:
+        self.env = env
+        self.keyring = keyring
+        self.config = config
+        self.handlers = load_all()
+        self.model_operations = validation.operation_names("ecs")
+
+    async def respond(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            body = await request.body()
+            payload = await self.handle(request, body, request_id)
+            return Response(
+                orjson.dumps(payload), media_type=JSON_CONTENT_TYPE, headers={"x-amzn-RequestId": request_id}
+            )
+        except DockyardError as exc:
+            if exc.status >= 500:
+                log.error("request %s failed: %s", request_id, exc.message)
+            return _error(exc, request_id)
+        except Exception:
+            log.exception("request %s: unexpected server error", request_id)
+            return _error(DockyardError("An internal error occurred; see the server log."), request_id)
+
+    async def handle(self, request: Request, body: bytes, request_id: str) -> dict[str, Any]:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        principal = await self.authenticate(request, headers, body)
+        target = headers.get("x-amz-target", "")
+        if not target.startswith(ECS_TARGET_PREFIX):
+            raise UnknownOperation(f"Unknown operation {target[:200]!r}")
+        operation = target[len(ECS_TARGET_PREFIX) :]
+        if operation not in self.model_operations:
+            raise UnknownOperation(f"Unknown operation {operation[:200]!r}")
+        try:
+            params = orjson.loads(body) if body.strip() else {}
+        except orjson.JSONDecodeError as e:
+            raise SerializationError(f"Request body is not valid JSON: {e}") from e
+        if not isinstance(params, dict):
+            raise SerializationError("Request body must be a JSON object.")
+        authorize(principal.principal, operation)
+        handler = self.handlers.get(operation)
+        if handler is None:
+            raise UnsupportedFeature(f"Dockyard does not implement {operation} yet.")
+        request_params = validation.validate(operation, params)
+        ctx = RequestContext(
+            account_id=self.config.account_id,
+            region=principal.region,
+            principal=principal.principal,
+            request_id=request_id,
+        )
+        return await handler(self.env, ctx, request_params)
+
+    async def authenticate(self, request: Request, headers: dict[str, str], body: bytes) -> _Caller:
+        auth = headers.get("authorization")
+        if not auth:
+            raise MissingAuthenticationToken("Missing Authentication Token")
+        m = _CREDENTIAL.search(auth)
+        issued = await self.keyring.lookup(m.group(1)) if m else None
+        if m and issued is None:
+            raise UnrecognizedClient("The security token included in the request is invalid.")
+        signed = sigv4.verify(
+            request.method,
+            request.url.path,
+            request.url.query,
+            headers,
+            body,
+            lookup_secret=lambda key_id: issued.secret_access_key
+            if issued and key_id == issued.access_key_id
+            else None,
+            now=self.env.clock.time(),
+            window_seconds=self.config.signature_window_seconds,
+        )
+        assert issued is not None
+        return _Caller(issued.principal, signed.region)
+
+
+@dataclass(frozen=True)
+class _Caller:
+    principal: Any
+    region: str
+
+
+async def health(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(
+    env: Env,
+    keyring: KeyRing,
+    config: ApiConfig,
+    background: list[Callable[[], Awaitable[None]]] | None = None,
+) -> Starlette:
+    """The ASGI app. ``background`` coroutines (controllers, retention) run for the app's lifetime."""
+    import asyncio
+
+    api = EcsApi(env, keyring, config)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(job()) for job in background or ()]
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return Starlette(
+        routes=[
+            Route("/", api.respond, methods=["POST"]),
+            Route("/_dockyard/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,47 @@
+"""What every use case receives: the environment (store, clock, settings) and the request context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.clock import Clock
+from dockyard.store.base import StateStore
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling. ``kind`` is "admin" today; "agent" (scoped to ``instance_arn``) next."""
+
+    kind: str
+    access_key_id: str
+    instance_arn: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    account_id: str
+    region: str
+    principal: Principal
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    # INACTIVE clusters, INACTIVE/deleted task definitions and STOPPED tasks expire after these.
+    inactive_retention_seconds: float = 3600.0
+    # The retention loop runs this often and compacts store history older than this many seconds.
+    retention_interval_seconds: float = 60.0
+    compaction_keep_seconds: float = 600.0
+
+
+@dataclass
+class Env:
+    store: StateStore
+    clock: Clock
+    settings: Settings = field(default_factory=Settings)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+Request = dict[str, Any]
+Response = dict[str, Any]

@@ -1,0 +1,62 @@
+"""Where each kind of document lives in the store.
+
+Kind first, then account and region, so a controller can scan one kind across every scope::
+
+    /clusters/<account>/<region>/<name>                         Cluster document
+    /taskdef-families/<account>/<region>/<family>               {"lastRevision": N} (revision counter)
+    /taskdefs/<account>/<region>/<family>/<revision:010d>       TaskDefinition document
+    /tasks/<account>/<region>/<cluster>/<id>                    Task document (agent issue)
+    /instances/<account>/<region>/<cluster>/<id>                ContainerInstance document (agent issue)
+    /services/<account>/<region>/<cluster>/<name>               Service document (services issue)
+    /iam/access-keys/<access key id>                            issued credentials
+"""
+
+from __future__ import annotations
+
+
+def cluster(account: str, region: str, name: str) -> str:
+    return f"/clusters/{account}/{region}/{name}"
+
+
+def clusters_prefix(account: str | None = None, region: str | None = None) -> str:
+    if account is None:
+        return "/clusters/"
+    return f"/clusters/{account}/{region}/"
+
+
+def taskdef_family(account: str, region: str, family: str) -> str:
+    return f"/taskdef-families/{account}/{region}/{family}"
+
+
+def taskdef_families_prefix(account: str, region: str) -> str:
+    return f"/taskdef-families/{account}/{region}/"
+
+
+def taskdef(account: str, region: str, family: str, revision: int) -> str:
+    return f"/taskdefs/{account}/{region}/{family}/{revision:010d}"
+
+
+def taskdefs_prefix(account: str | None = None, region: str | None = None, family: str | None = None) -> str:
+    if account is None:
+        return "/taskdefs/"
+    base = f"/taskdefs/{account}/{region}/"
+    return f"{base}{family}/" if family is not None else base
+
+
+def tasks_prefix(account: str, region: str, cluster: str) -> str:
+    return f"/tasks/{account}/{region}/{cluster}/"
+
+
+def instances_prefix(account: str, region: str, cluster: str) -> str:
+    return f"/instances/{account}/{region}/{cluster}/"
+
+
+def services_prefix(account: str, region: str, cluster: str) -> str:
+    return f"/services/{account}/{region}/{cluster}/"
+
+
+def access_key(access_key_id: str) -> str:
+    return f"/iam/access-keys/{access_key_id}"
+
+
+ACCESS_KEYS_PREFIX = "/iam/access-keys/"
