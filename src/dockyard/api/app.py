@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -131,9 +131,9 @@ class EcsApi:
             request.url.query,
             headers,
             body,
-            lookup_secret=lambda key_id: issued.secret_access_key
-            if issued and key_id == issued.access_key_id
-            else None,
+            lookup_secret=lambda key_id: (
+                issued.secret_access_key if issued and key_id == issued.access_key_id else None
+            ),
             now=self.env.clock.time(),
             window_seconds=self.config.signature_window_seconds,
         )
@@ -155,7 +155,7 @@ def create_app(
     env: Env,
     keyring: KeyRing,
     config: ApiConfig,
-    background: list[Callable[[], Awaitable[None]]] | None = None,
+    background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
 ) -> Starlette:
     """The ASGI app. ``background`` coroutines (controllers, retention) run for the app's lifetime."""
     import asyncio

@@ -21,6 +21,13 @@ from dockyard.store import open_store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dockyard: ECS you can run yourself.")
 
+
+
+@app.callback()
+def _root() -> None:
+    """Dockyard: ECS you can run yourself."""
+
+
 DEFAULT_STATE_DIR = Path(os.environ.get("DOCKYARD_STATE_DIR", str(Path.home() / ".dockyard")))
 
 

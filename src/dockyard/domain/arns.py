@@ -70,8 +70,12 @@ def parse_arn(text: str) -> Arn:
     return Arn(partition=parts[1], service=parts[2], region=parts[3], account=parts[4], resource=parts[5])
 
 
-def _arn(region: str, account: str, resource: str) -> str:
+def resource_arn(region: str, account: str, resource: str) -> str:
+    """``arn:aws:ecs:<region>:<account>:<resource>``."""
     return f"arn:{PARTITION}:{SERVICE}:{region}:{account}:{resource}"
+
+
+_arn = resource_arn
 
 
 def cluster_arn(region: str, account: str, name: str) -> str:

@@ -130,7 +130,9 @@ def parse_settings(settings: Sequence[Mapping[str, Any]]) -> tuple[Tag, ...]:
     for s in settings:
         name, value = s.get("name"), s.get("value")
         if name not in SETTING_NAMES:
-            raise InvalidParameter(f"Unsupported cluster setting name: {name}. Valid names: containerInsights.")
+            raise InvalidParameter(
+                f"Unsupported cluster setting name: {name}. Valid names: containerInsights."
+            )
         if value not in CONTAINER_INSIGHTS_VALUES:
             raise InvalidParameter(
                 f"Invalid value '{value}' for cluster setting containerInsights; "

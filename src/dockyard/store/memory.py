@@ -40,6 +40,8 @@ from dockyard.store.base import (
     check_ops,
 )
 
+_Events = list[WatchEvent]  # for annotations inside MemoryStore, where ``list`` names the method
+
 
 @dataclass
 class _Lease:
@@ -94,7 +96,11 @@ class MemoryStore:
                 more = True
                 break
             kv = self._kvs[key]
-            kvs.append(KeyValue(key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease) if keys_only else kv)
+            kvs.append(
+                KeyValue(key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+                if keys_only
+                else kv
+            )
         return ListResult(kvs, self._revision, more)
 
     async def revision(self) -> int:
@@ -249,7 +255,7 @@ class MemoryStore:
             self._leases[old.lease].keys.discard(old.key)
         return WatchEvent(EventType.DELETE, KeyValue(old.key, b"", 0, rev, 0, 0))
 
-    def _commit(self, rev: int, events: list[WatchEvent]) -> None:
+    def _commit(self, rev: int, events: _Events) -> None:
         self._revision = rev
         self._log.extend(events)
         self._log_revs.extend([rev] * len(events))
@@ -265,7 +271,9 @@ class MemoryStore:
 
     def _reap(self) -> None:
         now = self._clock.monotonic()
-        expired = sorted((lease.expires_at, lid) for lid, lease in self._leases.items() if lease.expires_at <= now)
+        expired = sorted(
+            (lease.expires_at, lid) for lid, lease in self._leases.items() if lease.expires_at <= now
+        )
         for _, lease_id in expired:
             self._drop_lease(lease_id)
 

@@ -1,0 +1,373 @@
+"""Task definition use cases against the in-memory store, with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from dockyard.clock import FakeClock
+from dockyard.domain.errors import ClientError, InvalidParameter, ResourceNotFound
+from dockyard.services import keys
+from dockyard.services import task_definitions as td
+from dockyard.services.context import Env, Principal, RequestContext
+from dockyard.store import open_store
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+CTX = RequestContext(ACCOUNT, REGION, Principal("admin", "AKIDTEST"), "req-1")
+OTHER = RequestContext("210987654321", REGION, Principal("admin", "AKIDOTHER"), "req-2")
+
+
+def arn(family: str, revision: int) -> str:
+    return f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{revision}"
+
+
+def definition(family: str = "web", **fields: Any) -> dict[str, Any]:
+    return {
+        "family": family,
+        "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 64}],
+        **fields,
+    }
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    store = open_store("memory://")
+    yield Env(store=store, clock=FakeClock())
+    await store.close()
+
+
+async def register(env: Env, family: str = "web", **fields: Any) -> dict[str, Any]:
+    out = await td.register_task_definition(env, CTX, definition(family, **fields))
+    return dict(out["taskDefinition"])
+
+
+async def list_arns(env: Env, **req: Any) -> list[str]:
+    """Every ARN ListTaskDefinitions returns, following nextToken."""
+    out: list[str] = []
+    token = None
+    while True:
+        page = await td.list_task_definitions(env, CTX, {**req, **({"nextToken": token} if token else {})})
+        out += page["taskDefinitionArns"]
+        token = page.get("nextToken")
+        if not token:
+            return out
+
+
+# ---- RegisterTaskDefinition ----------------------------------------------------------------------
+
+
+async def test_register_assigns_revisions_and_ecs_fields(env: Env) -> None:
+    first = await register(env, cpu="0.5 vCPU", memory="1 GB", tags=[{"key": "team", "value": "a"}])
+    second = await register(env)
+    assert (first["revision"], second["revision"]) == (1, 2)
+    assert first["taskDefinitionArn"] == arn("web", 1)
+    assert first["status"] == "ACTIVE"
+    assert first["registeredAt"] == env.clock.time()
+    assert first["registeredBy"] == f"arn:aws:iam::{ACCOUNT}:root"
+    assert (first["cpu"], first["memory"]) == ("512", "1024")
+    assert first["compatibilities"] == ["EC2", "EXTERNAL"]
+    assert "tags" not in first
+    other = await register(env, "api")
+    assert other["revision"] == 1
+
+
+async def test_register_returns_the_tags(env: Env) -> None:
+    out = await td.register_task_definition(env, CTX, definition(tags=[{"key": "k", "value": "v"}]))
+    assert out["tags"] == [{"key": "k", "value": "v"}]
+
+
+async def test_register_rejects_invalid_definitions(env: Env) -> None:
+    with pytest.raises(ClientError, match="essential"):
+        await register(
+            env, containerDefinitions=[{"name": "a", "image": "x", "memory": 64, "essential": False}]
+        )
+    assert await env.store.get(keys.taskdef_family(ACCOUNT, REGION, "web")) is None
+
+
+async def test_concurrent_registrations_get_each_revision_once(env: Env) -> None:
+    results = await asyncio.gather(*(register(env) for _ in range(32)))
+    assert sorted(r["revision"] for r in results) == list(range(1, 33))
+    assert await list_arns(env, familyPrefix="web") == [arn("web", r) for r in range(1, 33)]
+
+
+async def test_scopes_are_separate(env: Env) -> None:
+    await register(env)
+    out = await td.register_task_definition(env, OTHER, definition())
+    assert out["taskDefinition"]["revision"] == 1
+    assert out["taskDefinition"]["taskDefinitionArn"].startswith("arn:aws:ecs:us-east-1:210987654321:")
+    with pytest.raises(ClientError):  # an ARN of another account is not found here
+        await td.describe_task_definition(
+            env, CTX, {"taskDefinition": out["taskDefinition"]["taskDefinitionArn"]}
+        )
+
+
+# ---- DescribeTaskDefinition ----------------------------------------------------------------------
+
+
+async def test_describe_by_family_revision_and_arn(env: Env) -> None:
+    await register(env, tags=[{"key": "a", "value": "1"}])
+    await register(env)
+    by_family = await td.describe_task_definition(env, CTX, {"taskDefinition": "web"})
+    assert by_family["taskDefinition"]["revision"] == 2 and "tags" not in by_family
+    by_rev = await td.describe_task_definition(env, CTX, {"taskDefinition": "web:1", "include": ["TAGS"]})
+    assert by_rev["taskDefinition"]["revision"] == 1
+    assert by_rev["tags"] == [{"key": "a", "value": "1"}]
+    by_arn = await td.describe_task_definition(env, CTX, {"taskDefinition": arn("web", 1)})
+    assert by_arn["taskDefinition"] == by_rev["taskDefinition"]
+
+
+async def test_describe_family_means_latest_active(env: Env) -> None:
+    for _ in range(3):
+        await register(env)
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:3"})
+    out = await td.describe_task_definition(env, CTX, {"taskDefinition": "web"})
+    assert out["taskDefinition"]["revision"] == 2
+    inactive = await td.describe_task_definition(env, CTX, {"taskDefinition": "web:3"})
+    assert inactive["taskDefinition"]["status"] == "INACTIVE"
+
+
+@pytest.mark.parametrize("ref", ["nope", "web:9", "nope:1", arn("nope", 1)])
+async def test_describe_missing(env: Env, ref: str) -> None:
+    await register(env)
+    with pytest.raises(ClientError, match=r"^Unable to describe task definition\.$"):
+        await td.describe_task_definition(env, CTX, {"taskDefinition": ref})
+
+
+async def test_describe_family_with_nothing_active(env: Env) -> None:
+    await register(env)
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:1"})
+    with pytest.raises(ClientError, match="Unable to describe task definition"):
+        await td.describe_task_definition(env, CTX, {"taskDefinition": "web"})
+
+
+async def test_describe_rejects_unknown_include(env: Env) -> None:
+    await register(env)
+    with pytest.raises(InvalidParameter):
+        await td.describe_task_definition(env, CTX, {"taskDefinition": "web", "include": ["SETTINGS"]})
+
+
+# ---- ListTaskDefinitions -------------------------------------------------------------------------
+
+
+async def test_list_orders_by_family_then_revision(env: Env) -> None:
+    # "a-b" sorts after "a" by name even though "a-b/" sorts before "a/" as a key
+    for family in ("b", "a-b", "a", "b", "a"):
+        await register(env, family)
+    expected = [arn("a", 1), arn("a", 2), arn("a-b", 1), arn("b", 1), arn("b", 2)]
+    assert await list_arns(env) == expected
+    assert await list_arns(env, sort="DESC") == expected[::-1]
+    for size in (1, 2, 3):
+        assert await list_arns(env, maxResults=size) == expected
+        assert await list_arns(env, maxResults=size, sort="DESC") == expected[::-1]
+
+
+async def test_list_pages(env: Env) -> None:
+    for _ in range(5):
+        await register(env)
+    first = await td.list_task_definitions(env, CTX, {"maxResults": 2})
+    assert first["taskDefinitionArns"] == [arn("web", 1), arn("web", 2)]
+    assert isinstance(first["nextToken"], str)
+    second = await td.list_task_definitions(env, CTX, {"maxResults": 3, "nextToken": first["nextToken"]})
+    assert second["taskDefinitionArns"] == [arn("web", 3), arn("web", 4), arn("web", 5)]
+    assert "nextToken" not in second
+    everything = await td.list_task_definitions(env, CTX, {})
+    assert len(everything["taskDefinitionArns"]) == 5 and "nextToken" not in everything
+
+
+async def test_list_filters_by_family_and_status(env: Env) -> None:
+    for family in ("web", "web", "web", "webapp"):
+        await register(env, family)
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:2"})
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:3"})
+    await td.delete_task_definitions(env, CTX, {"taskDefinitions": ["web:3"]})
+    # familyPrefix names a whole family in ListTaskDefinitions
+    assert await list_arns(env, familyPrefix="web") == [arn("web", 1)]
+    assert await list_arns(env, familyPrefix="we") == []
+    assert await list_arns(env, status="INACTIVE") == [arn("web", 2)]
+    assert await list_arns(env, status="DELETE_IN_PROGRESS") == [arn("web", 3)]
+    assert await list_arns(env, status="ACTIVE") == [arn("web", 1), arn("webapp", 1)]
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        {"maxResults": 0},
+        {"maxResults": 101},
+        {"nextToken": "not a token"},
+        {"nextToken": "WyJ3ZWIiXQ"},  # a families token (wrong shape)
+        {"status": "DELETED"},
+        {"sort": "UP"},
+    ],
+)
+async def test_list_rejects(env: Env, req: dict[str, Any]) -> None:
+    with pytest.raises(InvalidParameter):
+        await td.list_task_definitions(env, CTX, req)
+
+
+# ---- ListTaskDefinitionFamilies ------------------------------------------------------------------
+
+
+async def list_families(env: Env, **req: Any) -> list[str]:
+    out: list[str] = []
+    token = None
+    while True:
+        page = await td.list_task_definition_families(
+            env, CTX, {**req, **({"nextToken": token} if token else {})}
+        )
+        out += page["families"]
+        token = page.get("nextToken")
+        if not token:
+            return out
+
+
+async def test_families(env: Env) -> None:
+    for family in ("web", "web-b", "api", "worker"):
+        await register(env, family)
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "api:1"})
+    assert await list_families(env) == ["api", "web", "web-b", "worker"]
+    assert await list_families(env, status="ALL", maxResults=1) == ["api", "web", "web-b", "worker"]
+    assert await list_families(env, status="ACTIVE") == ["web", "web-b", "worker"]
+    assert await list_families(env, status="INACTIVE") == ["api"]
+    assert await list_families(env, familyPrefix="web", maxResults=1) == ["web", "web-b"]
+    page = await td.list_task_definition_families(env, CTX, {"maxResults": 3})
+    assert page["families"] == ["api", "web", "web-b"] and page["nextToken"]
+
+
+async def test_families_reject(env: Env) -> None:
+    with pytest.raises(InvalidParameter):
+        await td.list_task_definition_families(env, CTX, {"status": "DELETE_IN_PROGRESS"})
+    with pytest.raises(InvalidParameter):
+        await td.list_task_definition_families(env, CTX, {"nextToken": "@@"})
+
+
+# ---- Deregister, Delete and expiry ---------------------------------------------------------------
+
+
+async def test_deregister(env: Env) -> None:
+    await register(env)
+    clock = env.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(5)
+    out = await td.deregister_task_definition(env, CTX, {"taskDefinition": arn("web", 1)})
+    assert out["taskDefinition"]["status"] == "INACTIVE"
+    assert out["taskDefinition"]["deregisteredAt"] == clock.time()
+    clock.advance(5)
+    again = await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:1"})
+    assert again == out  # idempotent: deregisteredAt stays
+
+
+@pytest.mark.parametrize(("ref", "message"), [("web", "revision is required"), ("web:7", "does not exist")])
+async def test_deregister_rejects(env: Env, ref: str, message: str) -> None:
+    await register(env)
+    with pytest.raises(ClientError, match=message):
+        await td.deregister_task_definition(env, CTX, {"taskDefinition": ref})
+
+
+async def test_delete_only_inactive_then_expire(env: Env) -> None:
+    clock = env.clock
+    assert isinstance(clock, FakeClock)
+    for _ in range(3):
+        await register(env)
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:1"})
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:3"})
+    clock.advance(10)
+    out = await td.delete_task_definitions(
+        env, CTX, {"taskDefinitions": ["web:1", arn("web", 2), "web:9", "web", "web:3"]}
+    )
+    assert [t["revision"] for t in out["taskDefinitions"]] == [1, 3]
+    assert all(t["status"] == "DELETE_IN_PROGRESS" for t in out["taskDefinitions"])
+    assert out["taskDefinitions"][0]["deleteRequestedAt"] == clock.time()
+    reasons = {f["arn"]: f["reason"] for f in out["failures"]}
+    assert set(reasons) == {
+        arn("web", 2),
+        arn("web", 9),
+        f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/web",
+    }
+    assert "deregister" in reasons[arn("web", 2)]
+    assert "does not exist" in reasons[arn("web", 9)]
+
+    # deleting again is idempotent; nothing expires before its time
+    again = await td.delete_task_definitions(env, CTX, {"taskDefinitions": ["web:1"]})
+    assert again["taskDefinitions"][0]["deleteRequestedAt"] == out["taskDefinitions"][0]["deleteRequestedAt"]
+    assert await td.expire_task_definitions(env, clock.time() - 1) == 0
+    with pytest.raises(ClientError, match="being deleted"):
+        await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:1"})
+
+    clock.advance(60)
+    assert await td.expire_task_definitions(env, clock.time(), ACCOUNT, REGION) == 2
+    assert await td.expire_task_definitions(env, clock.time()) == 0
+    assert await env.store.get(keys.taskdef(ACCOUNT, REGION, "web", 1)) is None
+    assert await list_arns(env, status="DELETE_IN_PROGRESS") == []
+    with pytest.raises(ClientError):
+        await td.describe_task_definition(env, CTX, {"taskDefinition": "web:1"})
+
+    # revisions are never reused
+    assert (await register(env))["revision"] == 4
+    assert await list_arns(env) == [arn("web", 2), arn("web", 4)]
+
+
+async def test_family_listing_after_everything_is_removed(env: Env) -> None:
+    await register(env)
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:1"})
+    await td.delete_task_definitions(env, CTX, {"taskDefinitions": ["web:1"]})
+    # DELETE_IN_PROGRESS revisions keep the family listed
+    assert await list_families(env, status="INACTIVE") == ["web"]
+    assert await td.expire_task_definitions(env, env.clock.time() + 1) == 1
+    assert await list_families(env) == []
+    assert (await register(env))["revision"] == 2
+    assert await list_families(env) == ["web"]
+
+
+async def test_expire_scans_every_scope(env: Env) -> None:
+    for ctx in (CTX, OTHER):
+        await td.register_task_definition(env, ctx, definition())
+        await td.deregister_task_definition(env, ctx, {"taskDefinition": "web:1"})
+        await td.delete_task_definitions(env, ctx, {"taskDefinitions": ["web:1"]})
+    assert await td.expire_task_definitions(env, env.clock.time() + 1, ACCOUNT, REGION) == 1
+    assert await td.expire_task_definitions(env, env.clock.time() + 1) == 1
+
+
+async def test_delete_rejects_too_many(env: Env) -> None:
+    with pytest.raises(InvalidParameter):
+        await td.delete_task_definitions(env, CTX, {"taskDefinitions": [f"web:{i}" for i in range(1, 12)]})
+    with pytest.raises(InvalidParameter):
+        await td.delete_task_definitions(env, CTX, {"taskDefinitions": []})
+
+
+# ---- tags ----------------------------------------------------------------------------------------
+
+
+async def test_tags(env: Env) -> None:
+    await register(env, tags=[{"key": "a", "value": "1"}])
+    await td.tag_task_definition(
+        env, CTX, arn("web", 1), [{"key": "b", "value": "2"}, {"key": "a", "value": "3"}]
+    )
+    assert await td.list_task_definition_tags(env, CTX, arn("web", 1)) == [
+        {"key": "a", "value": "3"},
+        {"key": "b", "value": "2"},
+    ]
+    await td.untag_task_definition(env, CTX, arn("web", 1), ["a", "missing"])
+    assert await td.task_definition_tags(env, CTX, arn("web", 1)) == (("b", "2"),)
+    out = await td.describe_task_definition(env, CTX, {"taskDefinition": "web:1", "include": ["TAGS"]})
+    assert out["tags"] == [{"key": "b", "value": "2"}]
+
+
+@pytest.mark.parametrize(
+    "ref", [arn("web", 2), arn("nope", 1), "arn:aws:ecs:us-east-1:123456789012:task-definition/web"]
+)
+async def test_tags_of_missing_revision(env: Env, ref: str) -> None:
+    await register(env)
+    with pytest.raises(ResourceNotFound):
+        await td.task_definition_tags(env, CTX, ref)
+    with pytest.raises(ResourceNotFound):
+        await td.tag_task_definition(env, CTX, ref, [{"key": "a", "value": "b"}])
+
+
+async def test_tags_rejects_reserved_prefix(env: Env) -> None:
+    await register(env)
+    with pytest.raises(InvalidParameter):
+        await td.tag_task_definition(env, CTX, arn("web", 1), [{"key": "aws:x", "value": "b"}])

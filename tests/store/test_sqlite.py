@@ -1,0 +1,253 @@
+"""What only the SQLite store promises: durability, group commit, several processes on one file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dockyard.clock import FakeClock
+from dockyard.store.base import Compare, Conflict, EventType, Put, StateStore
+from dockyard.store.sqlite import SqliteStore
+from tests.store.test_conformance import DEADLINE, next_events, put
+
+WRITER = str(Path(__file__).with_name("durability_writer.py"))
+
+
+class HeldCommits:
+    """An ``on_commit`` hook that holds the writer thread inside the first commit's hook until
+    released, so tests can look at the world between a batch's commit and its answers."""
+
+    def __init__(self) -> None:
+        self.store: SqliteStore | None = None
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[tuple[int, int, int]] = []  # (commit_count, durable_revision, jobs)
+
+    def __call__(self, jobs: int) -> None:
+        assert self.store is not None
+        self.batches.append((self.store.commit_count, self.store.durable_revision, jobs))
+        if len(self.batches) == 1:
+            self.entered.set()
+            self.release.wait(DEADLINE)
+
+    async def wait_until_held(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, DEADLINE), "the first commit never happened"
+
+
+def held_store(path: Path) -> tuple[SqliteStore, HeldCommits]:
+    hook = HeldCommits()
+    store = SqliteStore(path, FakeClock(), on_commit=hook)
+    hook.store = store
+    return store, hook
+
+
+def disk_revision(path: Path) -> int:
+    """The revision committed to the file, read by a connection of its own."""
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT revision FROM meta").fetchone()[0])
+
+
+async def test_callers_are_answered_only_after_their_batch_commits(tmp_path: Path) -> None:
+    store, hook = held_store(tmp_path / "state.db")
+    acks: list[tuple[int, int, int]] = []  # (txn revision, commit_count, durable_revision) at answer time
+
+    async def caller(i: int) -> None:
+        result = await store.txn(puts=[Put(f"/g/{i}", b"x")])
+        acks.append((result.revision, store.commit_count, store.durable_revision))
+
+    try:
+        callers = [asyncio.ensure_future(caller(i)) for i in range(48)]
+        await hook.wait_until_held()
+        # The first batch is committed (another connection sees it), yet none of its callers is answered.
+        committed = hook.batches[0][1]
+        assert committed >= 1 and disk_revision(tmp_path / "state.db") == committed
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not any(c.done() for c in callers)
+        hook.release.set()
+        await asyncio.wait_for(asyncio.gather(*callers), DEADLINE)
+    finally:
+        hook.release.set()
+        await store.close()
+
+    assert sorted(rev for rev, _, _ in acks) == list(range(1, 49))
+    for revision, commits_seen, durable_seen in acks:
+        assert durable_seen >= revision  # answered only once its revision was committed
+        first_commit_with_it = next(n for n, durable, _ in hook.batches if durable >= revision)
+        assert commits_seen >= first_commit_with_it
+    assert len(hook.batches) < 48 and max(jobs for _, _, jobs in hook.batches) > 1  # group commit happened
+
+
+async def test_a_failing_transaction_rolls_back_only_itself(tmp_path: Path) -> None:
+    store, hook = held_store(tmp_path / "state.db")
+    try:
+        first = asyncio.ensure_future(store.txn(puts=[Put("/f/taken", b"")]))
+        await hook.wait_until_held()  # the writer sits in the first commit's hook: the rest queue up
+        bad_value = object()
+        jobs = [
+            store.txn([Compare.absent("/f/taken")], [Put("/f/never", b"")]),
+            store.txn(puts=[Put("/f/partial", b"x"), Put("/f/unbindable", bad_value)]),  # type: ignore[arg-type]
+            *(store.txn([Compare.absent(f"/f/{i}")], [Put(f"/f/{i}", b"")]) for i in range(10)),
+        ]
+        futures = [asyncio.ensure_future(job) for job in jobs]
+        for _ in range(5):  # let every caller reach the queue
+            await asyncio.sleep(0)
+        hook.release.set()
+        results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), DEADLINE)
+        await first
+    finally:
+        hook.release.set()
+    try:
+        assert isinstance(results[0], Conflict)
+        assert isinstance(results[1], sqlite3.Error)
+        assert all(not isinstance(r, BaseException) for r in results[2:])
+        assert await store.get("/f/partial") is None  # its savepoint was rolled back
+        assert [kv.key for kv in (await store.list("/f/")).kvs] == sorted(
+            ["/f/taken", *(f"/f/{i}" for i in range(10))]
+        )
+        assert hook.batches[-1][2] == 12  # all in one commit
+        assert await store.revision() == 11
+    finally:
+        await store.close()
+
+
+def _read_acks(proc: subprocess.Popen[bytes], buffer: bytearray, want: int, deadline: float) -> list[str]:
+    """Read ``ACK`` lines from the writer until ``want`` arrived or the deadline passed."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    while buffer.count(b"\n") < want and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+    return [
+        line.split()[1] for line in bytes(buffer).decode().splitlines(keepends=True) if line.endswith("\n")
+    ]
+
+
+def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    proc = subprocess.Popen([sys.executable, WRITER, str(db), "/dur/"], stdout=subprocess.PIPE)
+    buffer = bytearray()
+    try:
+        _read_acks(proc, buffer, 2000, time.monotonic() + 30)
+        assert proc.poll() is None, "the writer must still be writing when it is killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=DEADLINE)
+    acked = _read_acks(proc, buffer, sys.maxsize, time.monotonic() + DEADLINE)  # and what it printed last
+    assert len(acked) >= 2000
+
+    async def check() -> None:
+        store = SqliteStore(db, FakeClock())
+        try:
+            present = {kv.key for kv in (await store.list("/dur/")).kvs}
+            assert not set(acked) - present, "acknowledged writes were lost"
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+
+
+async def _run_writer(db: Path, prefix: str, count: int) -> dict[str, int]:
+    """Run the writer process for ``count`` keys; its acknowledged keys and their revisions."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, WRITER, str(db), prefix, str(count), stdout=subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), 30)
+    assert child.returncode == 0
+    return {line.split()[1]: int(line.split()[2]) for line in out.decode().splitlines()}
+
+
+async def test_watch_sees_writes_of_another_process(sqlite_store: SqliteStore, tmp_path: Path) -> None:
+    start = await put(sqlite_store, "/solo/start")
+    watch = sqlite_store.watch("/solo/", start + 1)
+    pending = asyncio.ensure_future(next_events(watch, 20))
+    theirs = await _run_writer(tmp_path / "state.db", "/solo/child-", 20)  # this process writes nothing
+    events = await pending
+    assert {key: rev for _, key, rev in events} == theirs
+
+
+async def test_processes_sharing_a_file_share_one_revision_sequence(
+    sqlite_store: SqliteStore, tmp_path: Path
+) -> None:
+    start = await put(sqlite_store, "/mp/start")
+    watch = sqlite_store.watch("/mp/", start + 1)
+    child = asyncio.ensure_future(_run_writer(tmp_path / "state.db", "/mp/child-", 40))
+    ours: list[int] = []
+    while not child.done() or len(ours) < 40:  # write all the while the other process writes
+        ours.append(await put(sqlite_store, f"/mp/parent-{len(ours)}"))
+    theirs = await child
+    total = len(ours) + len(theirs)
+    events = await next_events(watch, total)
+    assert {key for _, key, _ in events} == set(theirs) | {f"/mp/parent-{i}" for i in range(len(ours))}
+    assert [rev for _, _, rev in events] == list(range(start + 1, start + 1 + total))  # one counter, no gaps
+    assert all(kind is EventType.PUT for kind, _, _ in events)
+    assert sorted([*ours, *theirs.values()]) == list(range(start + 1, start + 1 + total))
+
+
+async def test_two_stores_on_one_file_lose_no_update(tmp_path: Path) -> None:
+    a, b = SqliteStore(tmp_path / "state.db"), SqliteStore(tmp_path / "state.db")
+
+    async def increment(store: StateStore, times: int) -> None:
+        for _ in range(times):
+            while True:
+                kv = await store.get("/n")
+                try:
+                    await store.txn(
+                        [Compare.unchanged(kv, "/n")],
+                        [Put("/n", str(int(kv.value) + 1 if kv else 1).encode())],
+                    )
+                    break
+                except Conflict:
+                    continue
+
+    try:
+        await asyncio.gather(*(increment(s, 25) for s in (a, b) for _ in range(4)))
+        kv = await a.get("/n")
+        assert kv is not None and kv.value == b"200" and kv.version == 200
+        assert await b.revision() == await a.revision() == 200
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_reopen_keeps_state_and_restarts_lease_ttls(tmp_path: Path) -> None:
+    before = FakeClock()
+    before.advance(100)  # a long uptime before the "reboot"
+    store = SqliteStore(tmp_path / "state.db", before)
+    lease = await store.grant_lease(10)
+    await put(store, "/r/leased", b"", lease)
+    for i in range(5):
+        await put(store, "/r/plain", str(i).encode())
+    await store.compact(4)
+    await store.close()
+
+    after = FakeClock()  # the monotonic clock restarted at 0
+    store = SqliteStore(tmp_path / "state.db", after)
+    try:
+        assert await store.revision() == 6
+        assert await store.compacted_revision() == 4
+        kv = await store.get("/r/plain")
+        assert kv is not None and (kv.value, kv.version) == (b"4", 5)
+        with pytest.raises(Exception, match="compacted"):
+            await anext(store.watch("", 3))
+        after.advance(9)
+        assert await store.get("/r/leased") is not None
+        after.advance(2)  # expired 10 s after reopening, not at the old clock's 110
+        assert await store.get("/r/leased") is None
+        assert await put(store, "/r/next") == 8
+    finally:
+        await store.close()
