@@ -18,7 +18,9 @@ def test_create_is_idempotent_and_describe_shows_counts(ecs, unique):
     assert first["clusterArn"] == f"arn:aws:ecs:us-east-1:000000000000:cluster/{unique}"
     assert first["status"] == "ACTIVE"
 
-    out = ecs.describe_clusters(clusters=[unique, "nope-" + unique], include=["SETTINGS", "TAGS", "STATISTICS"])
+    out = ecs.describe_clusters(
+        clusters=[unique, "nope-" + unique], include=["SETTINGS", "TAGS", "STATISTICS"]
+    )
     [c] = out["clusters"]
     assert c["clusterName"] == unique
     assert c["runningTasksCount"] == 0 and c["registeredContainerInstancesCount"] == 0
@@ -47,14 +49,18 @@ def test_list_clusters_paginates(ecs, unique):
 
 def test_update_settings_and_cluster(ecs, unique):
     ecs.create_cluster(clusterName=unique)
-    out = ecs.update_cluster_settings(cluster=unique, settings=[{"name": "containerInsights", "value": "enabled"}])
+    out = ecs.update_cluster_settings(
+        cluster=unique, settings=[{"name": "containerInsights", "value": "enabled"}]
+    )
     assert out["cluster"]["settings"] == [{"name": "containerInsights", "value": "enabled"}]
     out = ecs.update_cluster(
         cluster=unique, configuration={"executeCommandConfiguration": {"logging": "DEFAULT"}}
     )
     assert out["cluster"]["configuration"] == {"executeCommandConfiguration": {"logging": "DEFAULT"}}
     with pytest.raises(ClientError) as e:
-        ecs.update_cluster_settings(cluster=unique, settings=[{"name": "containerInsights", "value": "maybe"}])
+        ecs.update_cluster_settings(
+            cluster=unique, settings=[{"name": "containerInsights", "value": "maybe"}]
+        )
     assert error_code(e.value) == "InvalidParameterException"
     with pytest.raises(ClientError) as e:
         ecs.update_cluster_settings(

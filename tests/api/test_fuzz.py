@@ -58,6 +58,7 @@ PROTOCOL_ERRORS = frozenset(
         "UnsupportedFeatureException",
         "InvalidParameterException",
         "ClientException",
+        "IncompleteSignatureException",  # a malformed Authorization header (test_malformed_authentication)
     }
 )
 ALLOWED_ERRORS = error_codes("ecs") | PROTOCOL_ERRORS
@@ -102,6 +103,17 @@ class Fuzzer:
     region: str
     problems: list[str] = field(default_factory=list)
     _conn: http.client.HTTPConnection | None = None
+
+    def send_unsigned(self, headers: dict[str, str], body: bytes, *, what: str) -> None:
+        """Send headers as given (no signing): for broken authentication."""
+        started = time.monotonic()
+        try:
+            answer = self._exchange(body, headers, started)
+        except (OSError, http.client.HTTPException) as exc:
+            self._close()
+            self.problems.append(f"{what}: no answer ({exc!r})")
+            return
+        self.check("(unsigned)", what, answer)
 
     def send(self, operation: str, body: bytes, *, what: str, target: str | None = None) -> Answer | None:
         target = TARGET_PREFIX + operation if target is None else target
@@ -332,7 +344,7 @@ def bad_values(shape: Shape, path: Path) -> Iterator[tuple[str, Any]]:
         yield f"bad ISO timestamp at {path}", "not-a-date"
     if kind != "structure" or path:
         yield f"10,000-deep arrays at {path}", DEEP_SENTINEL  # refused by the JSON parser
-        yield f"500-deep arrays at {path}", nest(500)  # parses; the model must refuse it
+        yield f"500-deep arrays at {path}", NESTED_500  # parses; the model must refuse it
 
 
 def nest(depth: int) -> Any:
@@ -340,6 +352,9 @@ def nest(depth: int) -> Any:
     for _ in range(depth):
         nested = [nested]
     return nested
+
+
+NESTED_500 = nest(500)
 
 
 def put(document: Any, path: Path, value: Any) -> Any:
@@ -376,15 +391,17 @@ def mutations(operation: str) -> list[tuple[str, bytes]]:
         if sub.type_name == "structure"
         for name in sub.required_members
     ]
-    others = [
-        (what, put(doc, path, value))
+    candidates = [
+        (what, doc, path, value)
         for doc in (minimal, full)
         for path, sub in leaves(shape, doc)
         for what, value in bad_values(sub, path)
     ]
-    random.Random(operation).shuffle(others)
-    chosen = missing[:MUTATIONS_PER_OPERATION] + others[:MUTATIONS_PER_OPERATION]
-    return [(what, encode(doc)) for what, doc in chosen]
+    random.Random(operation).shuffle(candidates)
+    others = [
+        (what, put(doc, path, value)) for what, doc, path, value in candidates[:MUTATIONS_PER_OPERATION]
+    ]
+    return [(what, encode(doc)) for what, doc in missing[:MUTATIONS_PER_OPERATION] + others]
 
 
 def encode(document: Any) -> bytes:
@@ -480,6 +497,45 @@ def test_ten_megabyte_strings(fuzzer: Fuzzer, operation: str) -> None:
 )
 def test_unknown_targets(fuzzer: Fuzzer, target: str) -> None:
     fuzzer.send("(target)", b"{}", what=repr(target[:60]), target=target)
+    fuzzer.assert_clean()
+
+
+def test_malformed_authentication(fuzzer: Fuzzer) -> None:
+    """Broken Authorization headers and dates: refused with a protocol error, never a crash."""
+    target = {"X-Amz-Target": TARGET_PREFIX + "ListClusters", "Content-Type": "application/x-amz-json-1.1"}
+    scope = f"Credential={fuzzer.credentials.access_key}/20240101/us-east-1/ecs/aws4_request"
+    cases = {
+        "no authorization": {},
+        "empty authorization": {"Authorization": ""},
+        "sigv2": {"Authorization": "AWS AKIDX:c2lnbmF0dXJl"},
+        "bearer": {"Authorization": "Bearer abc.def.ghi"},
+        "only algorithm": {"Authorization": "AWS4-HMAC-SHA256"},
+        "no equal sign": {"Authorization": "AWS4-HMAC-SHA256 Credential"},
+        "short credential": {
+            "Authorization": "AWS4-HMAC-SHA256 Credential=/, SignedHeaders=host, Signature=0"
+        },
+        "no date": {"Authorization": f"AWS4-HMAC-SHA256 {scope}, SignedHeaders=host, Signature=00"},
+        "bad date": {
+            "Authorization": f"AWS4-HMAC-SHA256 {scope}, SignedHeaders=host;x-amz-date, Signature=00",
+            "X-Amz-Date": "yesterday",
+        },
+        "year zero": {
+            "Authorization": f"AWS4-HMAC-SHA256 {scope}, SignedHeaders=host;x-amz-date, Signature=00",
+            "X-Amz-Date": "00000101T000000Z",
+        },
+        "http date far away": {
+            "Authorization": f"AWS4-HMAC-SHA256 {scope}, SignedHeaders=date;host, Signature=00",
+            "Date": "Sat, 01 Jan 0001 00:00:00 GMT",
+        },
+        "non-ascii signature": {
+            "Authorization": f"AWS4-HMAC-SHA256 {scope}, SignedHeaders=host;x-amz-date, Signature=\u00e9",
+            "X-Amz-Date": "20240101T000000Z",
+        },
+        "huge authorization": {"Authorization": "AWS4-HMAC-SHA256 Credential=" + "A" * 60_000},
+    }
+    for what, headers in cases.items():
+        encoded = {k: v.encode("utf-8").decode("latin-1") for k, v in {**target, **headers}.items()}
+        fuzzer.send_unsigned(encoded, b"{}", what=what)
     fuzzer.assert_clean()
 
 

@@ -57,14 +57,12 @@ def test_task_definition_walkthrough(dockyard_server, unique, tmp_path):
         aws(dockyard_server, "ecs", "register-task-definition", "--cli-input-json", f"file://{path}").stdout
     )
     assert out["taskDefinition"]["revision"] == 1
-    out = json.loads(aws(dockyard_server, "ecs", "describe-task-definition", "--task-definition", family).stdout)
-    assert out["taskDefinition"]["containerDefinitions"][0]["name"] == "web"
     out = json.loads(
-        aws(dockyard_server, "ecs", "list-task-definitions", "--family-prefix", family).stdout
+        aws(dockyard_server, "ecs", "describe-task-definition", "--task-definition", family).stdout
     )
-    assert out["taskDefinitionArns"] == [
-        f"arn:aws:ecs:us-east-1:000000000000:task-definition/{family}:1"
-    ]
+    assert out["taskDefinition"]["containerDefinitions"][0]["name"] == "web"
+    out = json.loads(aws(dockyard_server, "ecs", "list-task-definitions", "--family-prefix", family).stdout)
+    assert out["taskDefinitionArns"] == [f"arn:aws:ecs:us-east-1:000000000000:task-definition/{family}:1"]
 
 
 @pytest.mark.parametrize("bad", [["--cluster-name", "bad name!"]])

@@ -22,7 +22,6 @@ from dockyard.store import open_store
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dockyard: ECS you can run yourself.")
 
 
-
 @app.callback()
 def _root() -> None:
     """Dockyard: ECS you can run yourself."""
@@ -40,6 +39,7 @@ def server(
     account_id: str = typer.Option("000000000000", help="The AWS account id resources belong to."),
     region: str = typer.Option("us-east-1", help="The region written to the credentials profile."),
     retention_seconds: float = typer.Option(3600.0, help="How long INACTIVE/deleted objects stay visible."),
+    retention_interval: float = typer.Option(60.0, help="How often expired objects are swept, seconds."),
     signature_window: float = typer.Option(900.0, help="Accepted clock skew of signed requests, seconds."),
     log_level: str = typer.Option("info", help="Log level."),
 ) -> None:
@@ -53,7 +53,9 @@ def server(
             store_url=store or f"sqlite:///{state_dir.resolve()}/state.db",
             account_id=account_id,
             region=region,
-            settings=Settings(inactive_retention_seconds=retention_seconds),
+            settings=Settings(
+                inactive_retention_seconds=retention_seconds, retention_interval_seconds=retention_interval
+            ),
             signature_window=signature_window,
         )
     )

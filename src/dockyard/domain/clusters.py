@@ -150,17 +150,3 @@ def merge_settings(current: tuple[Tag, ...], updates: tuple[Tag, ...]) -> tuple[
 
 def deactivate(cluster: Cluster, now: float) -> Cluster:
     return replace(cluster, status=INACTIVE, inactive_since=now)
-
-
-def cluster_arn(region: str, account: str, name: str) -> str:
-    return f"arn:aws:ecs:{region}:{account}:cluster/{name}"
-
-
-def cluster_name_of(ref: str) -> str:
-    """A cluster's name from its name or ARN (``arn:aws:ecs:r:a:cluster/NAME``)."""
-    if ref.startswith("arn:"):
-        parts = ref.split(":", 5)
-        if len(parts) != 6 or not parts[5].startswith("cluster/"):
-            raise InvalidParameter(f"Invalid cluster ARN: {ref[:300]}")
-        return parts[5][len("cluster/") :]
-    return ref

@@ -8,14 +8,14 @@ from typing import Any
 
 import orjson
 
+from dockyard.domain.arns import cluster_arn
+from dockyard.domain.arns import cluster_name as cluster_name_of
 from dockyard.domain.clusters import (
     ACTIVE,
     INACTIVE,
     Cluster,
     ClusterCounts,
     check_cluster_name,
-    cluster_arn,
-    cluster_name_of,
     deactivate,
     merge_settings,
     parse_settings,

@@ -3,7 +3,8 @@
 Kind first, then account and region, so a controller can scan one kind across every scope::
 
     /clusters/<account>/<region>/<name>                         Cluster document
-    /taskdef-families/<account>/<region>/<family>               {"lastRevision": N} (revision counter)
+    /taskdef-families/<account>/<region>/<family>               family record: lastRevision (the revision
+                                                                counter), activeRevisions, storedRevisions
     /taskdefs/<account>/<region>/<family>/<revision:010d>       TaskDefinition document
     /tasks/<account>/<region>/<cluster>/<id>                    Task document (agent issue)
     /instances/<account>/<region>/<cluster>/<id>                ContainerInstance document (agent issue)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dockyard.domain.clusters import cluster_name_of
+from dockyard.domain.arns import cluster_name as cluster_name_of
 from dockyard.domain.errors import ClusterNotFound, InvalidParameter
 from dockyard.domain.tags import Tag, merge_tags, parse_tags, remove_tags, tags_to_wire
 from dockyard.services import clusters, task_definitions

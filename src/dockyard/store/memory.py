@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -85,22 +86,18 @@ class MemoryStore:
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
         await self._enter()
-        lo = prefix if start_after is None or start_after < prefix else start_after
-        i = bisect.bisect_right(self._keys, lo) if lo == start_after else bisect.bisect_left(self._keys, lo)
-        kvs: list[KeyValue] = []
-        more = False
-        for key in self._keys[i:]:
-            if not key.startswith(prefix):
-                break
-            if limit and len(kvs) == limit:
-                more = True
-                break
-            kv = self._kvs[key]
-            kvs.append(
-                KeyValue(key, b"", kv.create_revision, kv.mod_revision, kv.version, kv.lease)
-                if keys_only
-                else kv
-            )
+        keys = self._keys
+        if start_after is not None and start_after >= prefix:
+            i = bisect.bisect_right(keys, start_after)
+        else:
+            i = bisect.bisect_left(keys, prefix)
+        j = i  # the page is keys[i:j]
+        while j < len(keys) and keys[j].startswith(prefix) and not (limit and j - i == limit):
+            j += 1
+        more = j < len(keys) and keys[j].startswith(prefix)
+        kvs = [self._kvs[key] for key in keys[i:j]]
+        if keys_only:
+            kvs = [dataclasses.replace(kv, value=b"") for kv in kvs]
         return ListResult(kvs, self._revision, more)
 
     async def revision(self) -> int:

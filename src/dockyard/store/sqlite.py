@@ -73,7 +73,7 @@ INSERT OR IGNORE INTO meta (id, revision, compacted) VALUES (0, 0, 0);
 CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
     mod_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS kv_by_lease ON kv (lease) WHERE lease != 0;
--- the change log: one row per event, in (rev, seq) order; type 0 is PUT, 1 is DELETE
+-- the change log: one row per event, in (rev, seq) order, type 0 for PUT and 1 for DELETE
 CREATE TABLE IF NOT EXISTS changes (rev INTEGER NOT NULL, seq INTEGER NOT NULL, key BLOB NOT NULL,
     type INTEGER NOT NULL, value BLOB NOT NULL DEFAULT x'', create_rev INTEGER NOT NULL DEFAULT 0,
     version INTEGER NOT NULL DEFAULT 0, lease INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (rev, seq))
