@@ -1,10 +1,14 @@
 """Durable write and read throughput of a StateStore; prints its figures.
 
-    .venv/bin/python bench/store_commit.py [--url sqlite:///tmp/x.db] [--callers 16] [--seconds 3]
+    .venv/bin/python bench/store_commit.py [--url memory://] [--callers 16] [--seconds 3] [--slow-sync 0.0025]
 
 Writers: ``--callers`` coroutines each commit compare-and-swap transactions (compare the key's
 mod_revision, put a new value) on keys of their own, so nothing conflicts and every transaction is a
 real durable write. Readers: the same number of coroutines doing ``get`` of existing keys.
+
+For context it first measures plain SQLite (WAL, ``synchronous=FULL``, one transaction per commit) on
+the same disk. ``--slow-sync S`` holds the SQLite writer S seconds after each commit, to model a disk
+whose fsync is slower than this one's (ARCHITECTURE.md measured ~400 commits/s, i.e. ~2.5 ms).
 """
 
 from __future__ import annotations
@@ -12,11 +16,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import tempfile
 import time
 
 from dockyard.store import open_store
 from dockyard.store.base import Compare, Put, StateStore
+from dockyard.store.sqlite import SqliteStore
+
+
+def _plain_commits_per_second(directory: str, seconds: float = 1.0) -> float:
+    conn = sqlite3.connect(os.path.join(directory, "plain.db"), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (v) VALUES (?)", (b"x" * 200,))
+        conn.execute("COMMIT")
+        n += 1
+    conn.close()
+    return n / (time.perf_counter() - start)
 
 
 async def _writer(store: StateStore, key: str, deadline: float) -> int:
@@ -38,8 +59,10 @@ async def _reader(store: StateStore, key: str, deadline: float) -> int:
     return done
 
 
-async def _run(url: str, callers: int, seconds: float) -> None:
+async def _run(url: str, callers: int, seconds: float, slow_sync: float) -> None:
     store = open_store(url)
+    if slow_sync and isinstance(store, SqliteStore):
+        store.on_commit = lambda _jobs: time.sleep(slow_sync)
     commits_before = getattr(store, "commit_count", None)
     keys = [f"/bench/{os.getpid()}/{i}" for i in range(callers)]
     start = time.perf_counter()
@@ -71,11 +94,16 @@ def main() -> None:
     parser.add_argument("--url", help="store URL (default: a fresh SQLite file in a temporary directory)")
     parser.add_argument("--callers", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--slow-sync", type=float, default=0.0, help="extra seconds per SQLite commit")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        print(f"plain SQLite, one txn per commit (synchronous=FULL): {_plain_commits_per_second(tmp):,.0f}/s")
         url = args.url or f"sqlite:///{tmp}/bench.db"
-        print(f"store: {url}")
-        asyncio.run(_run(url, args.callers, args.seconds))
+        print(
+            f"store: {url}"
+            + (f", slow sync +{args.slow_sync * 1000:g} ms per commit" if args.slow_sync else "")
+        )
+        asyncio.run(_run(url, args.callers, args.seconds, args.slow_sync))
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ ACCOUNT_WIDE = frozenset({"PutAccountSetting", "PutAccountSettingDefault", "Dele
 CLUSTER_MEMBERS = frozenset({"cluster", "clusterName"})
 
 ANSWER_WITHIN = 5.0
-GENERATED_EXAMPLES = 15
+GENERATED_EXAMPLES = 30
 MUTATIONS_PER_OPERATION = 40
 DEEP = 10_000
 DEEP_ARRAYS = b"[" * DEEP + b'"x"' + b"]" * DEEP
@@ -238,22 +238,25 @@ def example(shape: Shape, *, full: bool, depth: int = 0, name: str = "") -> Any:
     raise AssertionError(f"unhandled shape type {kind}")
 
 
-def strategy(shape: Shape, depth: int = 0, name: str = "") -> st.SearchStrategy[Any]:
-    """Values the model allows, kept small; below depth 3 only required members are drawn."""
+def strategy(shape: Shape, depth: int = 0, name: str = "", required: bool = False) -> st.SearchStrategy[Any]:
+    """Values the model allows, kept small; below depth 3 only required members are drawn.
+
+    A required list gets at least one item, so requests reach past "the list cannot be empty".
+    """
     kind = shape.type_name
     meta = shape.metadata
     if kind == "structure":
         if meta.get("document"):
             return st.dictionaries(st.text(max_size=4), st.integers() | st.text(max_size=4), max_size=2)
-        required = {n: strategy(shape.members[n], depth + 1, n) for n in shape.required_members}
+        needed = {n: strategy(shape.members[n], depth + 1, n, required=True) for n in shape.required_members}
         optional = (
-            {n: strategy(m, depth + 1, n) for n, m in shape.members.items() if n not in required}
+            {n: strategy(m, depth + 1, n) for n, m in shape.members.items() if n not in needed}
             if depth < 3
             else {}
         )
-        return st.fixed_dictionaries(required, optional=optional)
+        return st.fixed_dictionaries(needed, optional=optional)
     if kind == "list":
-        low = meta.get("min", 0)
+        low = max(meta.get("min", 0), 1 if required else 0)
         return st.lists(strategy(shape.member, depth + 1), min_size=low, max_size=max(low, 2))
     if kind == "map":
         return st.dictionaries(strategy(shape.key, depth + 1), strategy(shape.value, depth + 1), max_size=2)
@@ -503,7 +506,9 @@ def test_unknown_targets(fuzzer: Fuzzer, target: str) -> None:
 def test_malformed_authentication(fuzzer: Fuzzer) -> None:
     """Broken Authorization headers and dates: refused with a protocol error, never a crash."""
     target = {"X-Amz-Target": TARGET_PREFIX + "ListClusters", "Content-Type": "application/x-amz-json-1.1"}
-    scope = f"Credential={fuzzer.credentials.access_key}/20240101/us-east-1/ecs/aws4_request"
+    today = time.strftime("%Y%m%d", time.gmtime())
+    scope = f"Credential={fuzzer.credentials.access_key}/{today}/us-east-1/ecs/aws4_request"
+    signed = "host;x-amz-date;x-amz-target"
     cases = {
         "no authorization": {},
         "empty authorization": {"Authorization": ""},
@@ -528,8 +533,8 @@ def test_malformed_authentication(fuzzer: Fuzzer) -> None:
             "Date": "Sat, 01 Jan 0001 00:00:00 GMT",
         },
         "non-ascii signature": {
-            "Authorization": f"AWS4-HMAC-SHA256 {scope}, SignedHeaders=host;x-amz-date, Signature=\u00e9",
-            "X-Amz-Date": "20240101T000000Z",
+            "Authorization": f"AWS4-HMAC-SHA256 {scope}, SignedHeaders={signed}, Signature=\u00e9",
+            "X-Amz-Date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
         },
         "huge authorization": {"Authorization": "AWS4-HMAC-SHA256 Credential=" + "A" * 60_000},
     }
