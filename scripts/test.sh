@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+bash scripts/docker.sh
 
 echo "== ruff check"; ruff check src tests bench
 echo "== ruff format --check"; ruff format --check src tests bench
