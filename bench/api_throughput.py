@@ -59,7 +59,7 @@ TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 CLUSTER = "bench"
 READ_FAMILIES = 10
-WRITE_FAMILIES = 4
+DEFAULT_WRITE_FAMILIES = 4
 READ_POOL = 512  # read requests are identical; a small pool is plenty
 LUA_SCRIPT = Path(__file__).resolve().parent / "loadgen" / "replay.lua"
 
@@ -78,13 +78,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class Operation:
     name: str
     kind: str  # "read" | "write"
-    body: Callable[[int], dict[str, Any]]
+    body: Callable[[int, int], dict[str, Any]]  # (sequence number, write families) -> request
 
 
-def _task_definition(i: int) -> dict[str, Any]:
-    """A realistic RegisterTaskDefinition body; ``i`` makes it distinct."""
+def _task_definition(i: int, families: int = DEFAULT_WRITE_FAMILIES) -> dict[str, Any]:
+    """A realistic RegisterTaskDefinition body; ``i`` makes it distinct, round-robin over families."""
     return {
-        "family": f"bench-write-{i % WRITE_FAMILIES}",
+        "family": f"bench-write-{i % families}",
         "networkMode": "bridge",
         "requiresCompatibilities": ["EC2"],
         "cpu": "256",
@@ -106,8 +106,8 @@ def _task_definition(i: int) -> dict[str, Any]:
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("DescribeClusters", "read", lambda _i: {"clusters": [CLUSTER]}),
-    Operation("ListTaskDefinitions", "read", lambda _i: {}),
+    Operation("DescribeClusters", "read", lambda _i, _f: {"clusters": [CLUSTER]}),
+    Operation("ListTaskDefinitions", "read", lambda _i, _f: {}),
     Operation("RegisterTaskDefinition", "write", _task_definition),
 )
 
@@ -483,12 +483,12 @@ class OpResult:
         }
 
 
-def count_write_revisions(target: Target) -> int:
+def count_write_revisions(target: Target, families: int) -> int:
     """Sum over the write families of the latest ACTIVE revision."""
     client = ECSClient(target)
     total = 0
     try:
-        for f in range(WRITE_FAMILIES):
+        for f in range(families):
             status, body = client.call("DescribeTaskDefinition", {"taskDefinition": f"bench-write-{f}"})
             if status == 200:
                 total += int(body["taskDefinition"]["revision"])
@@ -503,9 +503,11 @@ def bench_target(
     seed(target)
     results: list[OpResult] = []
     for op in OPERATIONS:
+        if op.name not in args.ops:
+            continue
         pool = args.write_pool if op.kind == "write" else READ_POOL
         t0 = time.perf_counter()
-        raws = [sign(target, op.name, op.body(i)) for i in range(pool)]
+        raws = [sign(target, op.name, op.body(i, args.write_families)) for i in range(pool)]
         sign_s = time.perf_counter() - t0
         request_file = workdir / f"{target.name}-{op.name}.req"
         write_request_file(request_file, raws)
@@ -543,7 +545,7 @@ def bench_target(
             unanswered_max=args.connections * (2 if offset else 1),
         )
         if op.kind == "write":
-            result.persisted = count_write_revisions(target)
+            result.persisted = count_write_revisions(target, args.write_families)
         log(
             f"  {target.name} {op.name}: {run.rps:,.0f} req/s, p50 {run.latency_us['p50'] / 1000:.2f} ms, "
             f"p99 {run.latency_us['p99'] / 1000:.2f} ms, errors {run.error_count}"
@@ -574,6 +576,8 @@ class Report:
     def goals(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for op in OPERATIONS:
+            if op.name not in self.results:
+                continue
             ratio = self.ratio(op.name)
             dock = self.results.get(op.name, {}).get("dockyard")
             p99 = dock.run.latency_us["p99"] / 1000 if dock else None
@@ -602,7 +606,8 @@ class Report:
         print()
         print(
             f"ECS API throughput: {self.args.connections} connections, {self.args.duration:g}s per "
-            f"operation per target, wrk {self.args.threads} thread(s), SigV4 pre-signed"
+            f"operation per target, wrk {self.args.threads} thread(s), SigV4 pre-signed, writes over "
+            f"{self.args.write_families} families"
         )
         print(
             f"machine: {machine['cpu_count']} CPUs ({machine['cpus_usable']} usable), shared by server "
@@ -658,7 +663,9 @@ class Report:
                 "connections": self.args.connections,
                 "wrk_threads": self.args.threads,
                 "write_pool": self.args.write_pool,
+                "write_families": self.args.write_families,
                 "only": self.args.only,
+                "operations": self.args.ops,
             },
             "machine": machine,
             "results": {
@@ -686,11 +693,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=40_000,
         help="distinct pre-signed RegisterTaskDefinition requests per target",
     )
+    p.add_argument(
+        "--write-families",
+        type=int,
+        default=DEFAULT_WRITE_FAMILIES,
+        help="task definition families the writes rotate over (fewer = more contention per family)",
+    )
+    p.add_argument(
+        "--ops",
+        default=",".join(op.name for op in OPERATIONS),
+        help="comma-separated operations to run (default: all three)",
+    )
     p.add_argument("--only", choices=("dockyard", "moto"), help="benchmark one target only")
     p.add_argument("--keep-workdir", action="store_true", help="keep request files, logs and state")
     args = p.parse_args(argv)
     if args.connections < args.threads:
         p.error("--connections must be >= --threads")
+    if args.write_families < 1:
+        p.error("--write-families must be >= 1")
+    known = {op.name for op in OPERATIONS}
+    args.ops = [name.strip() for name in args.ops.split(",") if name.strip()]
+    if not args.ops or not set(args.ops) <= known:
+        p.error(f"--ops: choose from {', '.join(sorted(known))}")
     return args
 
 

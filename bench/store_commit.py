@@ -69,7 +69,8 @@ async def _run(url: str, callers: int, seconds: float, slow_sync: float) -> None
     counts = await asyncio.gather(*(_writer(store, k, start + seconds) for k in keys))
     elapsed = time.perf_counter() - start
     txns = sum(counts)
-    line = f"writes: {txns / elapsed:,.0f} durable txn/s ({callers} callers, {txns} txns in {elapsed:.1f} s)"
+    kind = "durable txn/s" if commits_before is not None else "txn/s (memory, not durable)"
+    line = f"writes: {txns / elapsed:,.0f} {kind} ({callers} callers, {txns} txns in {elapsed:.1f} s)"
     if commits_before is not None:
         commits = getattr(store, "commit_count", 0) - commits_before
         line += f", {commits / elapsed:,.0f} commits/s, {txns / max(commits, 1):.1f} txns per commit"

@@ -7,9 +7,11 @@ Requests are built from botocore's ECS model and signed with botocore's ``SigV4A
   model goes; the server may still refuse them on business rules);
 - *mutations* of a deterministic example of each input: a required member removed, a value of the
   wrong type, numbers beyond their range (and beyond int64), strings outside an enum or too long,
-  lists too long, a 10,000-deep nest of arrays where a scalar belongs;
+  lists too long, control characters, arrays nested 500 deep (parses; the model must refuse it) and
+  10,000 deep (the JSON parser must refuse it) where a value belongs;
 - *raw bodies*: not JSON, truncated JSON, non-objects, invalid UTF-8, a lone surrogate, a BOM,
-  10,000-deep arrays and objects, a 10 MB string.
+  10,000-deep arrays and objects, and for a few operations a 10 MB string;
+- *protocol*: unknown or malformed X-Amz-Target values and broken Authorization headers.
 
 Every answer must come within 5 s, never be a 5xx, and an error's ``__type`` must be one of the
 model's error shapes or a protocol error. The server must still answer DescribeClusters afterwards.
@@ -138,6 +140,17 @@ class Fuzzer:
         return answer
 
     def _exchange(self, body: bytes, headers: dict[str, str], started: float) -> Answer:
+        """One request; a kept-alive connection the server closed while idle is retried once, fresh."""
+        reused = self._conn is not None
+        try:
+            return self._exchange_once(body, headers, started)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self._close()
+            if not reused:
+                raise
+            return self._exchange_once(body, headers, started)
+
+    def _exchange_once(self, body: bytes, headers: dict[str, str], started: float) -> Answer:
         if self._conn is None:
             parts = urlsplit(self.endpoint)
             self._conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=ANSWER_WITHIN)

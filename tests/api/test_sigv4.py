@@ -221,6 +221,12 @@ def _unsign(header: str) -> Callable[[Signed], Signed]:
 ERROR_CASES: list[tuple[str, Callable[[Signed], Signed], type[Exception], str]] = [
     ("no authorization", _drop("authorization"), MissingAuthenticationToken, "Missing Authentication Token"),
     (
+        "blank authorization",
+        _set("authorization", "  "),
+        MissingAuthenticationToken,
+        "Missing Authentication",
+    ),
+    (
         "sigv2 header",
         _set("authorization", "AWS AKID:abc="),
         IncompleteSignature,
@@ -289,6 +295,7 @@ ERROR_CASES: list[tuple[str, Callable[[Signed], Signed], type[Exception], str]] 
     ),
     ("wrong region", lambda s: replace_auth(s, "/us-east-1/", "/eu-west-1/"), InvalidSignature, "calculated"),
     ("tampered host", _set("host", "evil:8080"), InvalidSignature, "calculated"),
+    ("lone surrogate in a header", _set("host", "h\udcff"), InvalidSignature, "calculated"),
     ("non-ascii signature", lambda s: replace_auth(s, "Signature=", "Signature=é"), InvalidSignature, "calc"),
     (
         "content hash mismatch",

@@ -20,7 +20,7 @@ def task_definition(**container: Any) -> dict[str, Any]:
 def invalid(operation: str, params: object) -> str:
     with pytest.raises(InvalidParameter) as raised:
         validate(operation, params)
-    return raised.value.message
+    return str(raised.value)
 
 
 # --- accepted input ------------------------------------------------------------------------------
@@ -173,7 +173,8 @@ def test_deep_nesting_is_a_type_error() -> None:
 
 
 def test_body_that_is_not_an_object() -> None:
-    for body in ([], "x", 1, True):
+    bodies: list[object] = [[], "x", 1, True]
+    for body in bodies:
         with pytest.raises(SerializationError):
             validate("ListClusters", body)
 

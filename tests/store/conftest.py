@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +13,6 @@ from dockyard.store.memory import MemoryStore
 from dockyard.store.sqlite import SqliteStore
 
 BACKENDS = ["memory", "sqlite"]
-
-StoreFactory = Callable[..., StateStore]
 
 
 def make_store(backend: str, tmp_path: Path, clock: Clock | None = None, **options: object) -> StateStore:

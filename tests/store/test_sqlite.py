@@ -139,15 +139,15 @@ def _read_acks(proc: subprocess.Popen[bytes], buffer: bytearray, want: int, dead
 
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
-    proc = subprocess.Popen([sys.executable, WRITER, str(db), "/dur/"], stdout=subprocess.PIPE)
     buffer = bytearray()
-    try:
-        _read_acks(proc, buffer, 2000, time.monotonic() + 30)
-        assert proc.poll() is None, "the writer must still be writing when it is killed"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=DEADLINE)
-    acked = _read_acks(proc, buffer, sys.maxsize, time.monotonic() + DEADLINE)  # and what it printed last
+    with subprocess.Popen([sys.executable, WRITER, str(db), "/dur/"], stdout=subprocess.PIPE) as proc:
+        try:
+            _read_acks(proc, buffer, 2000, time.monotonic() + 30)
+            assert proc.poll() is None, "the writer must still be writing when it is killed"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=DEADLINE)
+        acked = _read_acks(proc, buffer, sys.maxsize, time.monotonic() + DEADLINE)  # and what it printed last
     assert len(acked) >= 2000
 
     async def check() -> None:

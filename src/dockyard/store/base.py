@@ -7,7 +7,11 @@
 - ``list(prefix)`` pages in key order and returns the revision it read at, so a caller can
   ``watch(prefix, from_revision=result.revision + 1)`` with no gap.
 - ``watch`` yields every change at or after ``from_revision`` in revision order; a revision older
-  than the compaction point raises ``Compacted`` and the caller re-lists.
+  than the compaction point raises ``Compacted`` and the caller re-lists. ``from_revision <= 0``
+  watches from the next revision (etcd's default).
+- ``compact(rev)`` drops the history of revisions below ``rev`` (as etcd does: ``rev`` itself stays
+  watchable) and ``compacted_revision()`` then returns ``rev``; compacting beyond the current
+  revision raises ValueError, compacting below the compaction point does nothing.
 - Leases: keys written with a lease are deleted (with DELETE events) when the lease expires or is
   revoked; ``keepalive`` renews the TTL.
 
