@@ -100,3 +100,10 @@ def test_model_validation_names_the_field(dockyard_server):
 def test_unknown_members_are_ignored(dockyard_server):
     r = call(dockyard_server, "ListClusters", {"someFutureMember": {"x": 1}})
     assert r.status_code == 200, r.text
+
+
+def test_other_paths_and_methods_answer_aws_json_errors(dockyard_server):
+    for method, path in (("GET", "/"), ("POST", "/nope")):
+        r = httpx.request(method, dockyard_server.endpoint + path)
+        assert r.status_code in (404, 405)
+        assert r.json()["__type"] == "UnknownOperationException"

@@ -127,7 +127,7 @@ class EcsApi:
             raise UnrecognizedClient("The security token included in the request is invalid.")
         signed = sigv4.verify(
             request.method,
-            request.url.path,
+            request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?", 1)[0],
             request.url.query,
             headers,
             body,
@@ -172,7 +172,11 @@ def create_app(
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(UnknownOperation(f"No operation at {request.method} {request.url.path[:200]}"), "-")
+
     return Starlette(
+        exception_handlers={404: not_found, 405: not_found},
         routes=[
             Route("/", api.respond, methods=["POST"]),
             Route("/_dockyard/health", health, methods=["GET"]),

@@ -7,6 +7,7 @@ The api layer maps them to ``{"__type": code, "message": message}`` in one place
      │    ├── MissingAuthenticationToken            403
      │    ├── UnrecognizedClient                    403
      │    ├── InvalidSignature                      403
+     │    ├── IncompleteSignature                   400
      │    ├── SerializationError                    400
      │    ├── UnknownOperation                      400
      │    └── AccessDenied                          400
