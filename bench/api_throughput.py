@@ -30,11 +30,13 @@ from __future__ import annotations
 import argparse
 import configparser
 import contextlib
+import functools
 import http.client
 import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -223,7 +225,8 @@ def start_moto(workdir: Path) -> Target:
     return target
 
 
-def start_dockyard(workdir: Path) -> Target:
+def start_dockyard(workdir: Path, server_cmd: list[str]) -> Target:
+    """``server_cmd`` (default ``dockyard server``) gets ``--host --port --state-dir`` appended."""
     port = free_port()
     state_dir = workdir / "dockyard-state"
     state_dir.mkdir()
@@ -232,8 +235,7 @@ def start_dockyard(workdir: Path) -> Target:
     secret_key = secrets.token_urlsafe(30)
     env = dict(os.environ, DOCKYARD_ACCESS_KEY_ID=access_key, DOCKYARD_SECRET_ACCESS_KEY=secret_key)
     cmd = [
-        venv_tool("dockyard"),
-        "server",
+        *server_cmd,
         "--host",
         "127.0.0.1",
         "--port",
@@ -284,6 +286,15 @@ def process_tree_cpu_s(root_pid: int) -> float:
                 break
             p = parents.get(p, 0)
     return total / CLK_TCK
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes have used since boot (busy = total - idle - iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest time is already counted in user/nice
+    return (sum(fields[:8]) - idle) / CLK_TCK
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,6 +408,7 @@ class WrkRun:
     latency_us: dict[str, float]
     loadgen_cpu_s: float
     server_cpu_s: float = 0.0
+    machine_cpu_s: float = 0.0  # every process on the machine, from /proc/stat
 
     @property
     def rps(self) -> float:
@@ -415,6 +427,7 @@ def run_wrk(
     connections: int,
     threads: int,
     offset: int,
+    profile_to: Path | None = None,
 ) -> WrkRun:
     cmd = [
         "wrk",
@@ -429,13 +442,44 @@ def run_wrk(
         str(offset),
         str(threads),
     ]
+    spy: subprocess.Popen[bytes] | None = None
+    if profile_to is not None:
+        # Sampling without pausing the server (--nonblocking); py-spy's own CPU shows as "other".
+        spy = subprocess.Popen(
+            [
+                venv_tool("py-spy"),
+                "record",
+                "--pid",
+                str(target.proc.pid),
+                "--subprocesses",
+                "--nonblocking",
+                "--rate",
+                "200",
+                "--duration",
+                str(max(1, round(duration_s))),
+                "--output",
+                str(profile_to),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     cpu_before = process_tree_cpu_s(target.proc.pid)
+    machine_before = machine_busy_s()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
-    output = proc.stdout.read().decode(errors="replace")
-    _, status, rusage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    server_cpu = process_tree_cpu_s(target.proc.pid) - cpu_before
+    try:
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode(errors="replace")
+        _, status, rusage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        server_cpu = process_tree_cpu_s(target.proc.pid) - cpu_before
+        machine_cpu = machine_busy_s() - machine_before
+        if spy is not None:
+            spy.wait(timeout=30)
+    finally:  # interrupted: leave no load generator or profiler behind
+        for child in (proc, spy):
+            if child is not None and child.returncode is None and child.poll() is None:
+                child.kill()
+                child.wait()
     match = re.search(r"^WRK_RESULT (\{.*\})$", output, re.MULTILINE)
     if proc.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed (exit {proc.returncode}):\n{output}")
@@ -447,6 +491,7 @@ def run_wrk(
         latency_us=result["latency_us"],
         loadgen_cpu_s=rusage.ru_utime + rusage.ru_stime,
         server_cpu_s=server_cpu,
+        machine_cpu_s=machine_cpu,
     )
 
 
@@ -462,6 +507,12 @@ class OpResult:
     unanswered_max: int = 0  # requests wrk may leave in flight when its runs stop
     persisted: int | None = None  # writes: revisions the server holds after the run
 
+    @property
+    def persisted_ok(self) -> bool:
+        """The server holds every answered write, plus at most what was in flight at the stop."""
+        held = self.persisted
+        return held is not None and self.answered <= held <= self.answered + self.unanswered_max
+
     def as_json(self) -> dict[str, Any]:
         r = self.run
         return {
@@ -476,10 +527,17 @@ class OpResult:
             "error_breakdown": r.errors,
             "server_cpu_pct": round(100 * r.server_cpu_s / r.duration_s, 1) if r.duration_s else None,
             "loadgen_cpu_pct": round(100 * r.loadgen_cpu_s / r.duration_s, 1) if r.duration_s else None,
+            # CPU used by anything else on the machine meanwhile (other jobs disturb the figures)
+            "other_cpu_pct": round(
+                100 * max(0.0, r.machine_cpu_s - r.server_cpu_s - r.loadgen_cpu_s) / r.duration_s, 1
+            )
+            if r.duration_s
+            else None,
             "distinct_bodies": self.pool if self.kind == "write" else None,
             "pool_wrapped": self.wrapped if self.kind == "write" else None,
             "persisted_revisions": self.persisted,
             "answered_writes": self.answered if self.kind == "write" else None,
+            "persisted_ok": self.persisted_ok if self.kind == "write" else None,
         }
 
 
@@ -533,6 +591,9 @@ def bench_target(
             connections=args.connections,
             threads=args.threads,
             offset=offset,
+            profile_to=args.py_spy / f"{target.name}-{op.name}.svg"
+            if args.py_spy and target.name == "dockyard"
+            else None,
         )
         result = OpResult(
             op.name,
@@ -601,7 +662,7 @@ class Report:
     def print_table(self, machine: dict[str, Any]) -> None:
         header = (
             f"{'operation':<24}{'target':<10}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
-            f"{'errors':>8}{'srv CPU':>9}{'wrk CPU':>9}{'dock/moto':>11}"
+            f"{'errors':>8}{'srv CPU':>9}{'wrk CPU':>9}{'other':>7}{'dock/moto':>11}"
         )
         print()
         print(
@@ -611,7 +672,7 @@ class Report:
         )
         print(
             f"machine: {machine['cpu_count']} CPUs ({machine['cpus_usable']} usable), shared by server "
-            f"and load generator; CPU % is of one core"
+            f"and load generator; CPU % is of one core; other = all other processes"
         )
         print(header)
         print("-" * len(header))
@@ -628,7 +689,7 @@ class Report:
                 print(
                     f"{op.name if first else '':<24}{name:<10}{j['rps']:>10,.0f}{j['p50_ms']:>9.2f}"
                     f"{j['p99_ms']:>9.2f}{j['errors']:>8}{j['server_cpu_pct']:>8.0f}%"
-                    f"{j['loadgen_cpu_pct']:>8.0f}%{ratio_s:>11}"
+                    f"{j['loadgen_cpu_pct']:>8.0f}%{j['other_cpu_pct']:>6.0f}%{ratio_s:>11}"
                 )
                 first = False
         print()
@@ -646,8 +707,7 @@ class Report:
                     j = r.as_json()
                     note = " (pool wrapped: some bodies repeated)" if r.wrapped else ""
                     held, answered = j["persisted_revisions"], j["answered_writes"]
-                    ok = held is not None and answered <= held <= answered + r.unanswered_max
-                    verdict = "all persisted" if ok else "MISMATCH"
+                    verdict = "all persisted" if r.persisted_ok else "MISMATCH"
                     print(
                         f"writes {r.target}: {held} revisions held after the run for {answered} answered "
                         f"(check + warm-up + timed; up to {r.unanswered_max} more were in flight when wrk "
@@ -683,8 +743,8 @@ class Report:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--duration", type=float, default=10.0, help="timed seconds per operation per target")
-    p.add_argument("--warmup", type=float, default=1.0, help="untimed warm-up seconds before each run")
+    p.add_argument("--duration", type=int, default=10, help="timed seconds per operation per target")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up seconds before each run (0: none)")
     p.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (the server needs the cores)")
     p.add_argument(
@@ -705,10 +765,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated operations to run (default: all three)",
     )
     p.add_argument("--only", choices=("dockyard", "moto"), help="benchmark one target only")
+    p.add_argument(
+        "--dockyard-cmd",
+        help="command that starts Dockyard's server, before --host/--port/--state-dir "
+        "(default: the venv's 'dockyard server')",
+    )
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record a py-spy flame graph (SVG) of Dockyard's server per operation into DIR "
+        "(needs py-spy in the venv; sampling costs the server some throughput)",
+    )
     p.add_argument("--keep-workdir", action="store_true", help="keep request files, logs and state")
     args = p.parse_args(argv)
     if args.connections < args.threads:
         p.error("--connections must be >= --threads")
+    if args.duration < 1 or args.warmup < 0:
+        p.error("--duration must be >= 1 and --warmup >= 0 (whole seconds, as wrk takes them)")
+    if args.py_spy is not None:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
     if args.write_families < 1:
         p.error("--write-families must be >= 1")
     known = {op.name for op in OPERATIONS}
@@ -716,6 +792,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.ops or not set(args.ops) <= known:
         p.error(f"--ops: choose from {', '.join(sorted(known))}")
     return args
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def wrk_version() -> str:
@@ -734,6 +814,10 @@ def running(start: Callable[[Path], Target], workdir: Path) -> Iterator[Target]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (and a SIGINT a background shell would ignore) unwind through the finally blocks, which
+    # stop the servers: they run in their own process groups and would not get the signal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get update && apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -749,18 +833,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     report = Report(args)
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
-    starters: list[Callable[[Path], Target]] = []
+    starters: list[tuple[str, Callable[[Path], Target]]] = []
     if args.only in (None, "dockyard"):
-        starters.append(start_dockyard)
+        server_cmd = (
+            shlex.split(args.dockyard_cmd) if args.dockyard_cmd else [venv_tool("dockyard"), "server"]
+        )
+        starters.append(("dockyard", functools.partial(start_dockyard, server_cmd=server_cmd)))
     if args.only in (None, "moto"):
-        starters.append(start_moto)
+        starters.append(("moto", start_moto))
     try:
-        for start in starters:
-            log(f"starting {start.__name__.removeprefix('start_')} ...")
+        for name, start in starters:
+            log(f"starting {name} ...")
             with running(start, workdir) as target:
                 log(f"  {target.name} ready at {target.url}")
                 for r in bench_target(target, args, workdir, log):
                     report.add(r)
+    except RuntimeError as exc:  # a server that did not start or answer, or wrk that failed
+        log(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        return 130
     finally:
         if args.keep_workdir:
             log(f"workdir kept: {workdir}")
