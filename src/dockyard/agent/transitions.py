@@ -103,7 +103,8 @@ def task_status(task: TaskState) -> TaskStatus:
     if all(c.known is ContainerPhase.STOPPED for c in containers):
         observed = TaskStatus.STOPPED
     elif task.desired is TaskStatus.RUNNING and all(
-        c.known is ContainerPhase.RUNNING or (c.known is ContainerPhase.STOPPED and not c.definition.essential)
+        c.known is ContainerPhase.RUNNING
+        or (c.known is ContainerPhase.STOPPED and not c.definition.essential)
         for c in containers
     ):
         observed = TaskStatus.RUNNING

@@ -37,12 +37,13 @@ from dockyard.domain.errors import (
     UnrecognizedClient,
     UnsupportedFeature,
 )
-from dockyard.services.context import Env, RequestContext
+from dockyard.services.context import CREDENTIALS, Env, RequestContext
 from dockyard.services.operations import load_all
 
 log = logging.getLogger("dockyard.api")
 
 ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+AGENT_TARGET_PREFIX = "DockyardAgentV1."  # docs/agent-protocol.md: not in the ECS model, validated by hand
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]{1,256})/")
 
@@ -72,6 +73,7 @@ class EcsApi:
         self.config = config
         self.handlers = load_all()
         self.model_operations = validation.operation_names("ecs")
+        env.extras.setdefault(CREDENTIALS, keyring)  # RegisterContainerInstance issues agent keys
 
     async def respond(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
@@ -92,12 +94,7 @@ class EcsApi:
     async def handle(self, request: Request, body: bytes, request_id: str) -> dict[str, Any]:
         headers = {k.lower(): v for k, v in request.headers.items()}
         principal = await self.authenticate(request, headers, body)
-        target = headers.get("x-amz-target", "")
-        if not target.startswith(ECS_TARGET_PREFIX):
-            raise UnknownOperation(f"Unknown operation {target[:200]!r}")
-        operation = target[len(ECS_TARGET_PREFIX) :]
-        if operation not in self.model_operations:
-            raise UnknownOperation(f"Unknown operation {operation[:200]!r}")
+        operation, modelled = self.operation_of(headers.get("x-amz-target", ""))
         try:
             params = orjson.loads(body) if body.strip() else {}
         except orjson.JSONDecodeError as e:
@@ -108,7 +105,7 @@ class EcsApi:
         handler = self.handlers.get(operation)
         if handler is None:
             raise UnsupportedFeature(f"Dockyard does not implement {operation} yet.")
-        request_params = validation.validate(operation, params)
+        request_params = validation.validate(operation, params) if modelled else params
         ctx = RequestContext(
             account_id=self.config.account_id,
             region=principal.region,
@@ -116,6 +113,17 @@ class EcsApi:
             request_id=request_id,
         )
         return await handler(self.env, ctx, request_params)
+
+    def operation_of(self, target: str) -> tuple[str, bool]:
+        """The operation an X-Amz-Target names, and whether botocore's ECS model describes it."""
+        if target.startswith(ECS_TARGET_PREFIX):
+            operation = target[len(ECS_TARGET_PREFIX) :]
+            if operation in self.model_operations:
+                return operation, True
+            raise UnknownOperation(f"Unknown operation {operation[:200]!r}")
+        if target.startswith(AGENT_TARGET_PREFIX) and target in self.handlers:
+            return target, False  # registered under its full target; the use case validates
+        raise UnknownOperation(f"Unknown operation {target[:200]!r}")
 
     async def authenticate(self, request: Request, headers: dict[str, str], body: bytes) -> _Caller:
         auth = headers.get("authorization")

@@ -16,8 +16,8 @@ AGENT_OPERATIONS = frozenset(
         "SubmitTaskStateChange",
         "SubmitContainerStateChange",
         "SubmitAttachmentStateChanges",
-        "PollDesiredTasks",
-        "Heartbeat",
+        "DockyardAgentV1.Poll",
+        "DockyardAgentV1.Report",
     }
 )
 

@@ -14,6 +14,8 @@ import uvloop
 
 from dockyard.api.app import ApiConfig, create_app
 from dockyard.api.credentials import PROFILE, KeyRing, write_cli_files
+from dockyard.cli.agent_cmd import agent as agent_command
+from dockyard.cli.agent_cmd import logs as logs_command
 from dockyard.clock import SystemClock
 from dockyard.services import retention
 from dockyard.services.context import Env, Settings
@@ -26,6 +28,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dockyard: EC
 def _root() -> None:
     """Dockyard: ECS you can run yourself."""
 
+
+app.command("agent")(agent_command)
+app.command("logs")(logs_command)
 
 DEFAULT_STATE_DIR = Path(os.environ.get("DOCKYARD_STATE_DIR", str(Path.home() / ".dockyard")))
 
@@ -41,6 +46,8 @@ def server(
     retention_seconds: float = typer.Option(3600.0, help="How long INACTIVE/deleted objects stay visible."),
     retention_interval: float = typer.Option(60.0, help="How often expired objects are swept, seconds."),
     signature_window: float = typer.Option(900.0, help="Accepted clock skew of signed requests, seconds."),
+    agent_timeout: float = typer.Option(30.0, help="Seconds without a poll before an agent is disconnected."),
+    stopped_task_retention: float = typer.Option(3600.0, help="How long STOPPED tasks stay describable."),
     log_level: str = typer.Option("info", help="Log level."),
 ) -> None:
     """Run the control plane (the ECS API) with embedded defaults."""
@@ -54,7 +61,11 @@ def server(
             account_id=account_id,
             region=region,
             settings=Settings(
-                inactive_retention_seconds=retention_seconds, retention_interval_seconds=retention_interval
+                inactive_retention_seconds=retention_seconds,
+                retention_interval_seconds=retention_interval,
+                agent_timeout_seconds=agent_timeout,
+                stopped_task_retention_seconds=stopped_task_retention,
+                endpoint=f"http://{host}:{port}",
             ),
             signature_window=signature_window,
         )

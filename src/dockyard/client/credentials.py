@@ -14,6 +14,7 @@ the profile's ``region`` in the config file, then in the credentials file.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,10 +28,8 @@ class NoCredentials(Exception):
 
 def _read(path: Path) -> configparser.RawConfigParser:
     parser = configparser.RawConfigParser()
-    try:
+    with contextlib.suppress(configparser.Error):
         parser.read(path)
-    except configparser.Error:
-        pass
     return parser
 
 
@@ -59,9 +58,12 @@ def find_credentials(env: Mapping[str, str] | None = None) -> Credentials:
             s = parser[section]
             key, secret = s.get("aws_access_key_id"), s.get("aws_secret_access_key")
             if key and secret:
-                return Credentials(key.strip(), secret.strip(), (s.get("aws_session_token") or "").strip() or None)
+                return Credentials(
+                    key.strip(), secret.strip(), (s.get("aws_session_token") or "").strip() or None
+                )
     raise NoCredentials(
-        f"no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or profile {profile!r} in {creds_path}"
+        "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+        f"or profile {profile!r} in {creds_path}"
     )
 
 

@@ -10,7 +10,6 @@ docs/agent-protocol.md; ``credentials`` can be swapped after registration (the a
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,7 +90,7 @@ class EcsClient:
             ) as resp:
                 text = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise TransportError(f"{type(e).__name__}: {e}") from e
         try:
             payload = json.loads(text) if text else {}

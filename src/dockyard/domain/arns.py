@@ -4,6 +4,7 @@
     arn:aws:ecs:<region>:<account>:task-definition/<family>:<revision>
     arn:aws:ecs:<region>:<account>:task/<cluster>/<id>
     arn:aws:ecs:<region>:<account>:container-instance/<cluster>/<id>
+    arn:aws:ecs:<region>:<account>:container/<cluster>/<task id>/<container id>
     arn:aws:ecs:<region>:<account>:service/<cluster>/<name>
 
 The formatters take ``region`` before ``account``, the order in which they appear in the ARN.
@@ -27,6 +28,7 @@ CLUSTER = "cluster"
 TASK_DEFINITION = "task-definition"
 TASK = "task"
 CONTAINER_INSTANCE = "container-instance"
+CONTAINER = "container"
 SERVICE_RESOURCE = "service"
 
 _FAMILY = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -92,6 +94,10 @@ def task_arn(region: str, account: str, cluster: str, task_id: str) -> str:
 
 def container_instance_arn(region: str, account: str, cluster: str, instance_id: str) -> str:
     return _arn(region, account, f"{CONTAINER_INSTANCE}/{cluster}/{instance_id}")
+
+
+def container_arn(region: str, account: str, cluster: str, task_id: str, container_id: str) -> str:
+    return _arn(region, account, f"{CONTAINER}/{cluster}/{task_id}/{container_id}")
 
 
 def service_arn(region: str, account: str, cluster: str, name: str) -> str:

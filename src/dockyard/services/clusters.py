@@ -28,7 +28,10 @@ from dockyard.domain.errors import (
     InvalidParameter,
 )
 from dockyard.domain.tags import parse_tags
+from dockyard.domain.task_status import TaskStatus
+from dockyard.placement.cache import registered_instances
 from dockyard.services import keys
+from dockyard.services.cluster_state import cluster_cache, scope_of
 from dockyard.services.context import Env, Request, RequestContext, Response
 from dockyard.services.operations import operation
 from dockyard.services.retry import retry_on_conflict
@@ -57,16 +60,31 @@ async def require_active_cluster(env: Env, ctx: RequestContext, ref: str | None)
     return found
 
 
+PENDING_STATUSES = (TaskStatus.PROVISIONING, TaskStatus.PENDING, TaskStatus.ACTIVATING)
+
+
 async def count_cluster(env: Env, ctx: RequestContext, name: str) -> ClusterCounts:
-    """Counts derived from what exists under the cluster (no counters a writer would contend on)."""
-    instances = await env.store.list(keys.instances_prefix(ctx.account_id, ctx.region, name), keys_only=True)
+    """Counts derived from the watch-fed cluster cache (no counters a writer would contend on).
+
+    pendingTasksCount counts tasks not yet RUNNING (PROVISIONING, PENDING, ACTIVATING).
+    """
+    cache = await cluster_cache(env)
+    scope = scope_of(ctx, name)
+    statuses = cache.task_counts(scope)
     services = await env.store.list(keys.services_prefix(ctx.account_id, ctx.region, name), keys_only=True)
-    tasks = await env.store.list(keys.tasks_prefix(ctx.account_id, ctx.region, name), keys_only=True)
     return ClusterCounts(
-        registered_container_instances=len(instances.kvs),
-        running_tasks=len(tasks.kvs),
+        registered_container_instances=registered_instances(cache, scope),
+        running_tasks=statuses[TaskStatus.RUNNING],
+        pending_tasks=sum(statuses[s] for s in PENDING_STATUSES),
         active_services=len(services.kvs),
     )
+
+
+async def live_tasks(env: Env, ctx: RequestContext, name: str) -> int:
+    """Tasks of the cluster that are not STOPPED (DeleteCluster refuses while there are any)."""
+    cache = await cluster_cache(env)
+    statuses = cache.task_counts(scope_of(ctx, name))
+    return sum(n for status, n in statuses.items() if status is not TaskStatus.STOPPED)
 
 
 @operation("CreateCluster")
@@ -216,7 +234,7 @@ async def delete_cluster(env: Env, ctx: RequestContext, req: Request) -> Respons
             )
         if counts.active_services:
             raise ClusterContainsServices("The Cluster cannot be deleted while Services are active.")
-        if counts.running_tasks or counts.pending_tasks:
+        if counts.running_tasks or counts.pending_tasks or await live_tasks(env, ctx, cluster.name):
             raise ClusterContainsTasks("The Cluster cannot be deleted while Tasks are active.")
         gone = deactivate(cluster, env.clock.time())
         await env.store.txn([Compare.unchanged(kv, kv.key)], [Put(kv.key, encode(gone.to_document()))])

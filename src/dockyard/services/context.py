@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from dockyard.clock import Clock
 from dockyard.store.base import StateStore
@@ -33,6 +33,26 @@ class Settings:
     # The retention loop runs this often and compacts store history older than this many seconds.
     retention_interval_seconds: float = 60.0
     compaction_keep_seconds: float = 600.0
+    # An agent that has not polled for this long shows agentConnected: false (its liveness lease).
+    agent_timeout_seconds: float = 30.0
+    # STOPPED tasks stay describable this long, then the retention sweep removes them.
+    stopped_task_retention_seconds: float = 3600.0
+    # This server's own URL, answered by DiscoverPollEndpoint ("" when unknown).
+    endpoint: str = ""
+
+
+class IssuedCredentials(Protocol):
+    access_key_id: str
+    secret_access_key: str
+
+
+class CredentialIssuer(Protocol):
+    """Issues access keys (the api layer's KeyRing); found in ``Env.extras[CREDENTIALS]``."""
+
+    async def issue(self, principal_kind: str, instance_arn: str | None = None) -> IssuedCredentials: ...
+
+
+CREDENTIALS = "credentials"
 
 
 @dataclass

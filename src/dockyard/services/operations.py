@@ -1,7 +1,8 @@
 """The table from ECS operation names to use cases.
 
 A use case is ``async def handler(env, ctx, request) -> response`` where request and response are
-the operation's wire shapes (already validated against botocore's model by the api layer).
+the operation's wire shapes (already validated against botocore's model by the api layer). Agent-only
+operations are registered under their full target (``DockyardAgentV1.Poll``) and validate by hand.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ def operation(name: str) -> Callable[[Handler], Handler]:
 
 def load_all() -> dict[str, Handler]:
     """Import every use-case module so their operations register themselves."""
-    from dockyard.services import clusters, tags, task_definitions  # noqa: F401
+    from dockyard.services import (  # noqa: F401
+        agent_protocol,
+        clusters,
+        container_instances,
+        tags,
+        task_definitions,
+        tasks,
+    )
 
     return OPERATIONS

@@ -10,17 +10,20 @@ import asyncio
 import logging
 from collections import deque
 
-from dockyard.services import clusters, task_definitions
+from dockyard.services import clusters, container_instances, task_definitions, tasks
 from dockyard.services.context import Env
 
 log = logging.getLogger("dockyard.retention")
 
 
 async def sweep(env: Env) -> int:
-    """One pass: remove what has been INACTIVE/deleted for longer than the retention time."""
-    cutoff = env.clock.time() - env.settings.inactive_retention_seconds
+    """One pass: remove what has been INACTIVE/deleted (or STOPPED) for longer than its retention."""
+    now = env.clock.time()
+    cutoff = now - env.settings.inactive_retention_seconds
     removed = await clusters.expire_clusters(env, cutoff)
     removed += await task_definitions.expire_task_definitions(env, cutoff)
+    removed += await container_instances.expire_instances(env, cutoff)
+    removed += await tasks.expire_tasks(env, now - env.settings.stopped_task_retention_seconds)
     return removed
 
 

@@ -31,7 +31,7 @@ LABEL_INSTANCE = "com.dockyard.container-instance"  # the agent that owns the co
 LABEL_STOP_TIMEOUT = "com.dockyard.stop-timeout"
 
 
-class RuntimeError_(Exception):  # noqa: N801 - not the builtin
+class RuntimeError_(Exception):
     """A runtime operation failed."""
 
 

@@ -22,7 +22,6 @@ from dockyard.agent.runtime.base import (
     ContainerSpec,
     CreateError,
     EventKind,
-    NotFound,
     Observation,
     PortBinding,
     PullError,
@@ -124,7 +123,7 @@ class DockerRuntime:
             await self._docker.images.pull(image)
         except DockerError as e:
             raise PullError(_message(e)) from e
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             raise PullError(str(e)) from e
 
     async def ensure_network(self, name: str) -> None:
@@ -144,7 +143,7 @@ class DockerRuntime:
 
     async def ensure_volume(self, volume: VolumeSpec) -> None:
         try:
-            await self._docker.volumes.get(volume.name)
+            await self._docker.volumes.get(volume.name)  # type: ignore[no-untyped-call]
             return
         except DockerError as e:
             if e.status != 404:
@@ -152,7 +151,7 @@ class DockerRuntime:
         if not volume.create:
             raise RuntimeError_(f"volume {volume.name} does not exist")
         try:
-            await self._docker.volumes.create(
+            await self._docker.volumes.create(  # type: ignore[no-untyped-call]
                 {
                     "Name": volume.name,
                     "Driver": volume.driver,
@@ -165,8 +164,8 @@ class DockerRuntime:
 
     async def remove_volume(self, name: str) -> None:
         try:
-            await self._docker.volumes.get(name)
-            await aiodocker.volumes.DockerVolume(self._docker, name).delete()
+            volume = await self._docker.volumes.get(name)  # type: ignore[no-untyped-call]
+            await volume.delete()
         except DockerError as e:
             if e.status != 404:
                 raise RuntimeError_(_message(e)) from e
@@ -248,7 +247,7 @@ class DockerRuntime:
                         event = _event(line)
                         if event is not None:
                             yield event
-            except (DockerError, OSError, asyncio.TimeoutError, ValueError) as e:
+            except (TimeoutError, DockerError, OSError, ValueError) as e:
                 log.warning("docker event stream interrupted: %s", e)
             except Exception as e:  # aiohttp's own errors
                 if type(e).__module__.startswith("aiohttp"):

@@ -47,7 +47,7 @@ def _health(check: dict[str, Any]) -> dict[str, Any]:
         "Test": list(check.get("command") or []),
         "Interval": int(check.get("interval") or 30) * NS,
         "Timeout": int(check.get("timeout") or 5) * NS,
-        "Retries": int(check.get("retries") if check.get("retries") is not None else 3),
+        "Retries": int(check["retries"]) if check.get("retries") is not None else 3,
         "StartPeriod": int(check.get("startPeriod") or 0) * NS,
     }
 

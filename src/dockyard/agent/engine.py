@@ -1,0 +1,443 @@
+"""The agent's engine: desired tasks (from the server) against known containers (from the runtime).
+
+    register (retry until the server and cluster answer; then sign with the agent's own key pair)
+      |
+      +-- poll loop:    Poll(knownRevision) -> desired set -> one TaskRunner per task (runner.py)
+      +-- event pump:   runtime events (our label only) -> the task's runner queue; RESYNC -> re-list
+      +-- reporter:     batched, sequenced Report (reporter.py)
+      +-- checkpoint:   coalesced writes of every task's state (checkpoint.py)
+      +-- cleanup:      stopped tasks' containers and task volumes removed after --task-cleanup-wait
+
+Restart: the checkpoint and the runtime's containers labelled with this instance are reconciled
+against the first desired set. A task still desired is re-adopted (its containers inspected, never
+created twice: names are fixed); one that is no longer desired is stopped; a container that vanished
+is STOPPED. Tasks that finished are never started again, even if the server still lists them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockyard.agent import task_spec
+from dockyard.agent.cgroups import TaskCgroups
+from dockyard.agent.checkpoint import Checkpoint, CheckpointWriter, load_task
+from dockyard.agent.images import ImagePuller
+from dockyard.agent.ports import PortAllocator
+from dockyard.agent.registration import HostFacts
+from dockyard.agent.reporter import Reporter, task_report
+from dockyard.agent.runner import Desired, ReportResult, Resync, RunnerContext, TaskRunner
+from dockyard.agent.runtime.base import (
+    LABEL_INSTANCE,
+    LABEL_STOP_TIMEOUT,
+    LABEL_TASK_ARN,
+    ContainerRuntime,
+    EventKind,
+    Observation,
+    PullBehavior,
+    RuntimeError_,
+    State,
+)
+from dockyard.agent.task_state import TaskState
+from dockyard.client.ecs import ApiError, ClientError, EcsClient
+from dockyard.client.sigv4 import Credentials
+from dockyard.domain.task_status import TaskStatus
+
+log = logging.getLogger("dockyard.agent")
+
+_REREGISTER = frozenset(
+    {
+        "UnrecognizedClientException",
+        "AccessDeniedException",
+        "InvalidSignatureException",
+        "ClusterNotFoundException",
+    }
+)
+
+
+@dataclass
+class AgentSettings:
+    server: str
+    cluster: str
+    state_dir: Path
+    region: str
+    credentials: Credentials
+    cpu_units: int | None = None
+    memory_mib: int | None = None
+    memory_reserve_mib: int = 256
+    attributes: dict[str, str] = field(default_factory=dict)
+    availability_zone: str | None = None
+    allow_privileged: bool = False
+    pull_behavior: PullBehavior = PullBehavior.DEFAULT
+    port_range: tuple[int, int] = (61000, 65535)
+    bind_address: str = "127.0.0.1"
+    default_stop_timeout: int = task_spec.DEFAULT_STOP_TIMEOUT
+    task_cleanup_wait: float = 3600.0
+    poll_wait: float = 20.0
+    cgroup_root: Path | None = Path("/sys/fs/cgroup")
+
+
+@dataclass
+class _Finished:
+    seq: int
+    cleanup_at: float
+    report: dict[str, Any] | None
+    acked: bool = False
+    rejected: bool = False
+    task: TaskState | None = None
+
+
+class Engine:
+    def __init__(
+        self, settings: AgentSettings, runtime: ContainerRuntime, client: EcsClient | None = None
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.client = client or EcsClient(settings.server, settings.credentials, settings.region)
+        self.checkpoint = Checkpoint.load(settings.state_dir)
+        self.writer = CheckpointWriter(self.checkpoint)
+        self.instance_arn: str = ""
+        self.cluster_arn: str = ""
+        self.revision = 0
+        self.runners: dict[str, TaskRunner] = {}
+        self.finished: dict[str, _Finished] = {}
+        self.registered = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._at_start: dict[str, list[Observation]] = {}
+        self._first_set = True
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self.reporter: Reporter | None = None
+        self.ctx: RunnerContext | None = None
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.checkpoint.instance["instanceId"])
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled, or until the instance is deregistered and its tasks stopped."""
+        background: list[asyncio.Task[Any]] = [asyncio.create_task(self.writer.run())]
+        try:
+            await self.register()
+            self.reporter = Reporter(
+                self.client,
+                cluster_arn=self.cluster_arn,
+                instance_arn=self.instance_arn,
+                on_result=self._report_result,
+            )
+            self.ctx = self._context()
+            background.append(asyncio.create_task(self.reporter.run()))
+            background.append(asyncio.create_task(self._pump_events()))
+            await self._connected.wait()
+            await self._list_at_start()
+            self._load_finished()
+            background.append(asyncio.create_task(self._cleanup_loop()))
+            await self._poll_loop()
+            await asyncio.wait_for(self.reporter.drained(), timeout=10)
+        finally:
+            for job in [*background, *self._jobs]:
+                job.cancel()
+            await asyncio.gather(*background, *self._jobs, return_exceptions=True)
+            self.writer.flush()
+
+    def _context(self) -> RunnerContext:
+        s = self.settings
+        cgroups = TaskCgroups(s.cgroup_root) if s.cgroup_root is not None else None
+        return RunnerContext(
+            runtime=self.runtime,
+            puller=ImagePuller(self.runtime, s.pull_behavior, self.checkpoint.pulled_images),
+            ports=PortAllocator(s.port_range[0], s.port_range[1], s.bind_address),
+            cgroups=cgroups,
+            instance_arn=self.instance_arn,
+            publish=self._publish,
+            allow_privileged=s.allow_privileged,
+            default_stop_timeout=s.default_stop_timeout,
+        )
+
+    async def register(self) -> None:
+        s = self.settings
+        try:
+            docker_version = await self.runtime.version()
+        except Exception as e:  # the runtime may come up later; registration must not wait for it
+            log.warning("container runtime version unknown: %s", e)
+            docker_version = ""
+        api_version = "1.41"
+        facts = HostFacts(
+            cluster=s.cluster,
+            instance_id=self.instance_id,
+            region=s.region,
+            cpu_units=s.cpu_units,
+            memory_mib=s.memory_mib,
+            memory_reserve_mib=s.memory_reserve_mib,
+            availability_zone=s.availability_zone,
+            attributes=s.attributes,
+            address=s.bind_address,
+            docker_version=docker_version,
+            docker_api_version=api_version,
+        )
+        self.client.credentials = s.credentials
+        delay = 0.2
+        while True:
+            try:
+                answer = await self.client.register_container_instance(
+                    facts.request(self.checkpoint.instance.get("containerInstanceArn"))
+                )
+                break
+            except ClientError as e:
+                log.warning("registration with %s failed (retrying in %.1fs): %s", s.server, delay, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        instance = answer.get("containerInstance") or {}
+        self.instance_arn = str(instance["containerInstanceArn"])
+        prefix, _, rest = self.instance_arn.partition(":container-instance/")
+        self.cluster_arn = f"{prefix}:cluster/{rest.split('/', 1)[0]}" if "/" in rest else s.cluster
+        creds = answer.get("agentCredentials") or {}
+        if creds.get("accessKeyId"):
+            self.client.credentials = Credentials(creds["accessKeyId"], creds["secretAccessKey"])
+        self.checkpoint.instance.update(
+            containerInstanceArn=self.instance_arn, clusterArn=self.cluster_arn, cluster=s.cluster
+        )
+        self.writer.flush()
+        if self.ctx is not None:
+            self.ctx.instance_arn = self.instance_arn
+        self.registered.set()
+        log.info("registered %s (%s) in %s", self.instance_arn, self.instance_id, self.cluster_arn)
+
+    # -- the desired set -------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                answer = await self.client.poll(
+                    {
+                        "cluster": self.cluster_arn,
+                        "containerInstanceArn": self.instance_arn,
+                        "knownRevision": self.revision,
+                        "waitSeconds": self.settings.poll_wait,
+                    },
+                    self.settings.poll_wait,
+                )
+                delay = 0.2
+            except ApiError as e:
+                log.warning("poll refused: %s", e)
+                if e.code in _REREGISTER:
+                    await self.register()
+                    self.revision = 0
+                else:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                continue
+            except ClientError as e:
+                log.warning("poll failed (retrying in %.1fs): %s", delay, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.revision = int(answer.get("revision") or 0)
+            self.apply(answer)
+            if self._stopping and not self.runners:
+                log.info("instance deregistered; all tasks stopped")
+                return
+
+    def apply(self, answer: dict[str, Any]) -> None:
+        """Apply one desired set (docs/agent-protocol.md, section 2)."""
+        seen: set[str] = set()
+        for wire in answer.get("tasks") or ():
+            arn = str(wire["taskArn"])
+            seen.add(arn)
+            desired = TaskStatus.RUNNING if wire.get("desiredStatus") == "RUNNING" else TaskStatus.STOPPED
+            if answer.get("instanceStatus") == "INACTIVE":
+                desired = TaskStatus.STOPPED
+            reported = int(wire.get("reportedSeq") or 0)
+            runner = self.runners.get(arn)
+            if runner is not None:
+                runner.send(Desired(desired, reported))
+            elif arn in self.finished:
+                self._resend_final(arn, reported)
+            else:
+                self._start_runner(wire, desired, reported)
+        for arn, runner in self.runners.items():
+            if arn not in seen:
+                runner.send(Desired(TaskStatus.STOPPED))
+        if answer.get("instanceStatus") == "INACTIVE":
+            self._stopping = True
+            for runner in self.runners.values():
+                runner.send(Desired(TaskStatus.STOPPED))
+        if self._first_set:
+            self._first_set = False
+            self._stop_strays(seen)
+
+    def _start_runner(self, wire: dict[str, Any], desired: TaskStatus, reported_seq: int) -> None:
+        assert self.ctx is not None
+        arn = str(wire["taskArn"])
+        doc = self.checkpoint.tasks.get(arn)
+        task = load_task(doc) if doc else task_spec.task_from_wire(wire)
+        task.seq = max(task.seq, reported_seq)
+        if desired is not TaskStatus.RUNNING:
+            task.request_stop(None, None)
+        adopt = doc is not None or arn in self._at_start
+        self._spawn(TaskRunner(task, self.ctx, adopt=adopt))
+
+    def _spawn(self, runner: TaskRunner) -> None:
+        arn = runner.task.arn
+        self.runners[arn] = runner
+        job = asyncio.create_task(self._supervise(runner))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _supervise(self, runner: TaskRunner) -> None:
+        arn = runner.task.arn
+        try:
+            await runner.run()
+        except Exception:
+            log.exception("runner of task %s failed", arn)
+            raise
+        finally:
+            self.runners.pop(arn, None)
+        task = runner.task
+        cleanup_at = time.time() + self.settings.task_cleanup_wait
+        self.writer.put_task(task, cleanup_at)
+        self.finished[arn] = _Finished(
+            seq=task.seq, cleanup_at=cleanup_at, report=task_report(task), task=task
+        )
+
+    def _stop_strays(self, desired: set[str]) -> None:
+        """After a restart: containers and checkpointed tasks the server no longer wants."""
+        assert self.ctx is not None
+        for arn, doc in list(self.checkpoint.tasks.items()):
+            if arn in desired or arn in self.runners or arn in self.finished:
+                continue
+            task = load_task(doc)
+            task.request_stop(None, None)
+            self._spawn(TaskRunner(task, self.ctx, adopt=True))
+        for arn, found in self._at_start.items():
+            if not arn or arn in desired or arn in self.runners or arn in self.finished:
+                continue
+            job = asyncio.create_task(self._stop_orphans(arn, found))
+            self._jobs.add(job)
+            job.add_done_callback(self._jobs.discard)
+
+    async def _stop_orphans(self, arn: str, found: list[Observation]) -> None:
+        """Containers of a task this agent has no record of: stop them, remove them later."""
+        log.info("stopping %d container(s) of task %s, which is no longer desired", len(found), arn)
+
+        async def stop(o: Observation) -> None:
+            if o.state is State.RUNNING:
+                timeout = int(o.labels.get(LABEL_STOP_TIMEOUT) or self.settings.default_stop_timeout)
+                with contextlib.suppress(RuntimeError_):
+                    await self.runtime.stop(o.id, timeout)
+
+        await asyncio.gather(*(stop(o) for o in found))
+        if self.ctx is not None and self.ctx.cgroups is not None:
+            await self.ctx.cgroups.remove(arn.rsplit("/", 1)[-1])
+        self.finished[arn] = _Finished(
+            seq=0, cleanup_at=time.time() + self.settings.task_cleanup_wait, report=None, acked=True
+        )
+
+    # -- reports -----------------------------------------------------------------------------------
+
+    def _publish(self, task: TaskState) -> None:
+        assert self.reporter is not None
+        self.reporter.submit(task_report(task))
+        self.writer.put_task(task)
+
+    def _report_result(self, arn: str, seq: int, accepted: bool) -> None:
+        runner = self.runners.get(arn)
+        if runner is not None:
+            runner.send(ReportResult(seq, accepted))
+            return
+        fin = self.finished.get(arn)
+        if fin is not None and seq >= fin.seq:
+            fin.acked = True
+            fin.rejected = not accepted
+
+    def _resend_final(self, arn: str, reported_seq: int) -> None:
+        """The server still lists a task that finished here: make sure it has the final report."""
+        fin = self.finished[arn]
+        if fin.report is None or self.reporter is None:
+            return
+        if reported_seq < fin.seq and fin.acked:
+            fin.acked = False
+            self.reporter.submit(fin.report)
+        elif fin.rejected and reported_seq >= fin.seq:
+            fin.seq = reported_seq + 1
+            fin.report = {**fin.report, "seq": fin.seq}
+            fin.rejected = fin.acked = False
+            self.reporter.submit(fin.report)
+
+    # -- runtime events ----------------------------------------------------------------------------
+
+    async def _pump_events(self) -> None:
+        first = True
+        async for ev in self.runtime.events({LABEL_INSTANCE: self.instance_arn}):
+            if ev.kind is EventKind.RESYNC:
+                if first:
+                    first = False
+                    self._connected.set()
+                else:
+                    await self._resync_all()
+                continue
+            runner = self.runners.get(ev.labels.get(LABEL_TASK_ARN, ""))
+            if runner is not None:
+                runner.send(ev)
+
+    async def _list_at_start(self) -> None:
+        for o in await self.runtime.list({LABEL_INSTANCE: self.instance_arn}):
+            self._at_start.setdefault(o.labels.get(LABEL_TASK_ARN, ""), []).append(o)
+
+    async def _resync_all(self) -> None:
+        try:
+            found = await self.runtime.list({LABEL_INSTANCE: self.instance_arn})
+        except RuntimeError_ as e:
+            log.warning("re-listing containers failed: %s", e)
+            return
+        grouped: dict[str, list[Observation]] = {}
+        for o in found:
+            grouped.setdefault(o.labels.get(LABEL_TASK_ARN, ""), []).append(o)
+        for arn, runner in self.runners.items():
+            runner.send(Resync(tuple(grouped.get(arn, ()))))
+
+    # -- cleanup -----------------------------------------------------------------------------------
+
+    def _load_finished(self) -> None:
+        for arn, doc in self.checkpoint.tasks.items():
+            if doc.get("knownStatus") == "STOPPED":
+                task = load_task(doc)
+                self.finished[arn] = _Finished(
+                    seq=task.seq,
+                    cleanup_at=float(doc.get("cleanupAt") or time.time()),
+                    report=task_report(task),
+                    acked=True,
+                    task=task,
+                )
+
+    async def _cleanup_loop(self) -> None:
+        interval = max(0.5, min(30.0, self.settings.task_cleanup_wait / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.time()
+            for arn, fin in list(self.finished.items()):
+                if fin.cleanup_at <= now and fin.acked:
+                    await self._remove_task(arn, fin)
+
+    async def _remove_task(self, arn: str, fin: _Finished) -> None:
+        try:
+            for o in await self.runtime.list({LABEL_TASK_ARN: arn, LABEL_INSTANCE: self.instance_arn}):
+                await self.runtime.remove(o.id)
+            if fin.task is not None:
+                needed, _ = task_spec.volumes(fin.task)
+                for volume in needed:
+                    if volume.name.startswith(f"dockyard-{fin.task.task_id}-"):  # task-scoped
+                        await self.runtime.remove_volume(volume.name)
+        except RuntimeError_ as e:
+            log.warning("cleanup of task %s failed (will retry): %s", arn, e)
+            return
+        self.finished.pop(arn, None)
+        self.writer.forget(arn)

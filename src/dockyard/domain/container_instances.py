@@ -1,0 +1,254 @@
+"""Container instances: hosts running the agent, their registration and their allocation record.
+
+Three documents describe one instance (see ``placement.keys``), kept apart so unrelated writes
+never conflict (ARCHITECTURE.md, "Optimistic concurrency"):
+
+- the **registration** (``ContainerInstance``): ARN, ``ec2InstanceId``, registered resources,
+  attributes, versionInfo, status; written by registration, status changes and deregistration;
+- the **allocation record** (``Allocation``): what placement reserved on the instance, per task, and
+  the status placement must respect (mirrored from the registration in the same transaction). It is
+  the only document placement compares, so heartbeats and attribute changes never conflict with it;
+- the **liveness** key, leased; present while the agent keeps polling (``agentConnected``).
+
+Status: ACTIVE -> DRAINING (no new tasks) -> ACTIVE, and ACTIVE/DRAINING -> INACTIVE
+(deregistered; shown for a while, then removed by the retention sweep).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from dockyard.domain.errors import InvalidParameter
+from dockyard.domain.resources import Resources, remaining, total
+from dockyard.domain.tags import Tag
+
+AVAILABILITY_ZONE = "ecs.availability-zone"
+_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_./-]{1,128}$")
+_EC2_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_ATTRIBUTES = 500
+
+
+class InstanceStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    DRAINING = "DRAINING"
+    INACTIVE = "INACTIVE"
+
+
+Attribute = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class ContainerInstance:
+    arn: str
+    id: str
+    cluster: str
+    ec2_instance_id: str
+    registered: Resources
+    status: InstanceStatus = InstanceStatus.ACTIVE
+    attributes: tuple[Attribute, ...] = ()
+    version_info: Mapping[str, Any] = field(default_factory=dict)
+    registered_at: float = 0.0
+    deregistered_at: float | None = None
+    private_ip: str | None = None
+    tags: tuple[Tag, ...] = ()
+
+    def attribute_map(self) -> dict[str, str | None]:
+        return dict(self.attributes)
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "containerInstanceArn": self.arn,
+            "id": self.id,
+            "cluster": self.cluster,
+            "ec2InstanceId": self.ec2_instance_id,
+            "registered": self.registered.to_document(),
+            "status": self.status.value,
+            "attributes": _attributes_wire(self.attributes),
+            "versionInfo": dict(self.version_info),
+            "registeredAt": self.registered_at,
+            "tags": [{"key": k, "value": v} for k, v in self.tags],
+        }
+        if self.deregistered_at is not None:
+            doc["deregisteredAt"] = self.deregistered_at
+        if self.private_ip is not None:
+            doc["privateIp"] = self.private_ip
+        return doc
+
+    @staticmethod
+    def from_document(doc: Mapping[str, Any]) -> ContainerInstance:
+        return ContainerInstance(
+            arn=doc["containerInstanceArn"],
+            id=doc["id"],
+            cluster=doc["cluster"],
+            ec2_instance_id=doc["ec2InstanceId"],
+            registered=Resources.from_document(doc["registered"]),
+            status=InstanceStatus(doc.get("status", "ACTIVE")),
+            attributes=tuple((a["name"], a.get("value")) for a in doc.get("attributes", ())),
+            version_info=doc.get("versionInfo") or {},
+            registered_at=float(doc.get("registeredAt", 0.0)),
+            deregistered_at=doc.get("deregisteredAt"),
+            private_ip=doc.get("privateIp"),
+            tags=tuple((t["key"], t.get("value", "")) for t in doc.get("tags", ())),
+        )
+
+    def to_wire(
+        self,
+        *,
+        left: Resources,
+        running: int,
+        pending: int,
+        agent_connected: bool,
+        version: int,
+        include_tags: bool = False,
+    ) -> dict[str, Any]:
+        """ECS's ContainerInstance shape; ``left`` is what remains after the instance's reservations."""
+        out: dict[str, Any] = {
+            "containerInstanceArn": self.arn,
+            "ec2InstanceId": self.ec2_instance_id,
+            "version": version,
+            "versionInfo": dict(self.version_info),
+            "remainingResources": left.to_wire(),
+            "registeredResources": self.registered.to_wire(),
+            "status": self.status.value,
+            "agentConnected": agent_connected,
+            "runningTasksCount": running,
+            "pendingTasksCount": pending,
+            "attributes": _attributes_wire(self.attributes),
+            "registeredAt": self.registered_at,
+            "attachments": [],
+        }
+        if include_tags:
+            out["tags"] = [{"key": k, "value": v} for k, v in self.tags]
+        return out
+
+
+def _attributes_wire(attributes: Iterable[Attribute]) -> list[dict[str, Any]]:
+    return [{"name": n} if v is None else {"name": n, "value": v} for n, v in attributes]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What placement reserved on one instance (per task id) and the status it must respect."""
+
+    status: InstanceStatus = InstanceStatus.ACTIVE
+    tasks: Mapping[str, Resources] = field(default_factory=dict)
+
+    def reserved(self) -> Resources:
+        return total(self.tasks.values())
+
+    def left_of(self, registered: Resources) -> Resources:
+        return remaining(registered, self.reserved())
+
+    def with_tasks(self, reservations: Mapping[str, Resources]) -> Allocation:
+        return replace(self, tasks={**self.tasks, **reservations})
+
+    def without(self, task_ids: Iterable[str]) -> Allocation:
+        drop = set(task_ids)
+        return replace(self, tasks={k: v for k, v in self.tasks.items() if k not in drop})
+
+    def to_document(self) -> dict[str, Any]:
+        return {"status": self.status.value, "tasks": {k: v.to_document() for k, v in self.tasks.items()}}
+
+    @staticmethod
+    def from_document(doc: Mapping[str, Any]) -> Allocation:
+        return Allocation(
+            status=InstanceStatus(doc.get("status", "ACTIVE")),
+            tasks={k: Resources.from_document(v) for k, v in (doc.get("tasks") or {}).items()},
+        )
+
+
+# ---- registration ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdentityDocument:
+    """What Dockyard reads of ``instanceIdentityDocument``: the host's id, address and zone."""
+
+    instance_id: str | None = None
+    private_ip: str | None = None
+    availability_zone: str | None = None
+
+
+def parse_identity_document(text: str | None) -> IdentityDocument:
+    if not text:
+        return IdentityDocument()
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise InvalidParameter("instanceIdentityDocument must be a JSON object.") from e
+    if not isinstance(doc, dict):
+        raise InvalidParameter("instanceIdentityDocument must be a JSON object.")
+    instance_id = doc.get("instanceId")
+    if instance_id is not None and (not isinstance(instance_id, str) or not _EC2_ID.match(instance_id)):
+        raise InvalidParameter("instanceIdentityDocument.instanceId is not a valid instance id.")
+    ip, zone = doc.get("privateIp"), doc.get("availabilityZone")
+    return IdentityDocument(
+        instance_id=instance_id,
+        private_ip=str(ip) if isinstance(ip, str) else None,
+        availability_zone=str(zone) if isinstance(zone, str) else None,
+    )
+
+
+def parse_attributes(wire: Sequence[Mapping[str, Any]] | None) -> tuple[Attribute, ...]:
+    """Registration attributes ``[{name, value}]``; later duplicates win, order kept."""
+    out: dict[str, str | None] = {}
+    for a in wire or ():
+        name = a.get("name")
+        if not isinstance(name, str) or not _ATTRIBUTE_NAME.match(name):
+            raise InvalidParameter(
+                f"Invalid attribute name '{str(name)[:130]}': use 1 to 128 letters, numbers, hyphens, "
+                "underscores, periods and slashes."
+            )
+        value = a.get("value")
+        if value is not None and (not isinstance(value, str) or len(value) > 128):
+            raise InvalidParameter(f"Invalid value for attribute '{name}': at most 128 characters.")
+        out[name] = value
+    if len(out) > MAX_ATTRIBUTES:
+        raise InvalidParameter(f"A container instance can have at most {MAX_ATTRIBUTES} attributes.")
+    return tuple(out.items())
+
+
+def registration(
+    *,
+    arn: str,
+    instance_id: str,
+    cluster: str,
+    ec2_instance_id: str,
+    registered: Resources,
+    attributes: tuple[Attribute, ...],
+    version_info: Mapping[str, Any],
+    identity: IdentityDocument,
+    tags: tuple[Tag, ...],
+    now: float,
+    previous: ContainerInstance | None = None,
+) -> ContainerInstance:
+    """A new registration, or ``previous`` re-registered (same id, status and registeredAt)."""
+    attrs = dict(attributes)
+    if identity.availability_zone and AVAILABILITY_ZONE not in attrs:
+        attrs[AVAILABILITY_ZONE] = identity.availability_zone
+    return ContainerInstance(
+        arn=arn,
+        id=instance_id,
+        cluster=cluster,
+        ec2_instance_id=ec2_instance_id,
+        registered=registered,
+        status=previous.status if previous is not None else InstanceStatus.ACTIVE,
+        attributes=tuple(attrs.items()),
+        version_info=dict(version_info),
+        registered_at=previous.registered_at if previous is not None else now,
+        private_ip=identity.private_ip,
+        tags=tags or (previous.tags if previous is not None else ()),
+    )
+
+
+def with_status(instance: ContainerInstance, status: InstanceStatus, now: float) -> ContainerInstance:
+    """ACTIVE <-> DRAINING, or -> INACTIVE (deregistered, stamped with ``now``)."""
+    if status is InstanceStatus.INACTIVE:
+        return replace(instance, status=status, deregistered_at=now)
+    return replace(instance, status=status)

@@ -1,0 +1,206 @@
+"""The task lifecycle: merging agent reports monotonically, and the control plane's own steps.
+
+    PROVISIONING -> PENDING -> ACTIVATING -> RUNNING -> DEACTIVATING -> STOPPING
+      -> DEPROVISIONING -> STOPPED
+
+Owners (docs/agent-protocol.md section 4): the agent reports PENDING, RUNNING and STOPPED and
+container states; the control plane owns the rest. An agent status maps onto the step it opens:
+
+    agent PENDING  -> PENDING
+    agent RUNNING  -> ACTIVATING   (load-balancer/discovery registration will happen here)
+    agent STOPPED  -> DEPROVISIONING  (resources are released here)
+
+``settle`` then advances every control-plane step that has no work to do yet (ACTIVATING -> RUNNING,
+DEACTIVATING -> STOPPING, DEPROVISIONING -> STOPPED), so later issues can hook work in between
+without changing the merge. Every function is pure: it takes ``now`` and returns a new ``Task``.
+
+Rules of the merge:
+
+- a report carries a per-task ``seq``; one not greater than the task's ``reportedSeq`` is dropped
+  (STALE) and changes nothing. ECS's SubmitTaskStateChange/SubmitContainerStateChange carry no
+  sequence: they merge without the check (and without moving ``reportedSeq``);
+- statuses only move forward (the later of the stored and the reported step), tasks and containers
+  alike; timestamps are set once; the user's stop reason and code win over the agent's;
+- a task that stops by itself gets ``desiredStatus: STOPPED``, a ``stopCode`` (the agent's, else
+  TaskFailedToStart before RUNNING and EssentialContainerExited after) and a ``stoppedReason``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dockyard.domain.task_status import ContainerStatus, HealthStatus, StopCode, TaskStatus
+from dockyard.domain.tasks import Container, Task
+
+STALE = "STALE"
+USER_STOP_REASON = "Task stopped by user"
+ESSENTIAL_EXITED_REASON = "Essential container in task exited"
+
+_OPENS = {
+    TaskStatus.PENDING: TaskStatus.PENDING,
+    TaskStatus.RUNNING: TaskStatus.ACTIVATING,
+    TaskStatus.STOPPED: TaskStatus.DEPROVISIONING,
+}
+
+
+@dataclass(frozen=True)
+class ContainerReport:
+    name: str
+    status: ContainerStatus | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    runtime_id: str | None = None
+    network_bindings: tuple[Mapping[str, Any], ...] | None = None
+    health_status: HealthStatus | None = None
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """What the agent observed of one task. ``seq`` None: an unsequenced ECS state change."""
+
+    seq: int | None = None
+    status: TaskStatus | None = None  # PENDING | RUNNING | STOPPED
+    reason: str | None = None
+    stop_code: str | None = None
+    pull_started_at: float | None = None
+    pull_stopped_at: float | None = None
+    started_at: float | None = None
+    execution_stopped_at: float | None = None
+    health_status: HealthStatus | None = None
+    containers: tuple[ContainerReport, ...] = ()
+
+
+@dataclass(frozen=True)
+class Merged:
+    task: Task
+    accepted: bool = True
+    reason: str | None = None  # why a report was dropped (STALE)
+    changed: bool = False  # write ``task`` back
+    released: bool = False  # the task reached STOPPED now: release its reservation in the same write
+
+
+def in_desired_set(task: Task) -> bool:
+    """Whether the agent is told about the task (docs/agent-protocol.md section 2): desired RUNNING,
+    or desired STOPPED and not yet STOPPED. A STOPPED task always has desiredStatus STOPPED."""
+    return not task.stopped
+
+
+def settle(task: Task, now: float) -> Task:
+    """Advance the control-plane steps that have nothing to do (yet)."""
+    t = task
+    if t.last_status is TaskStatus.ACTIVATING:
+        t = replace(t, last_status=TaskStatus.RUNNING, started_at=_first(t.started_at, now))
+    if t.desired_status is TaskStatus.STOPPED and t.last_status < TaskStatus.DEACTIVATING:
+        t = replace(t, last_status=TaskStatus.DEACTIVATING)
+    if t.last_status is TaskStatus.DEACTIVATING:
+        t = replace(t, last_status=TaskStatus.STOPPING, stopping_at=_first(t.stopping_at, now))
+    if t.last_status is TaskStatus.DEPROVISIONING:
+        t = _stopped(t, now)
+    return t
+
+
+def _stopped(t: Task, now: float) -> Task:
+    return replace(
+        t,
+        last_status=TaskStatus.STOPPED,
+        desired_status=TaskStatus.STOPPED,
+        stopping_at=_first(t.stopping_at, now),
+        execution_stopped_at=_first(t.execution_stopped_at, now),
+        stopped_at=_first(t.stopped_at, now),
+        containers=tuple(replace(c, last_status=ContainerStatus.STOPPED) for c in t.containers),
+    )
+
+
+def _first(current: float | None, value: float | None) -> float | None:
+    return current if current is not None else value
+
+
+def _bump(before: Task, after: Task) -> Merged:
+    if after == before:
+        return Merged(before)
+    return Merged(
+        replace(after, version=before.version + 1),
+        changed=True,
+        released=after.stopped and not before.stopped,
+    )
+
+
+def merge_container(c: Container, r: ContainerReport) -> Container:
+    status = max(c.last_status, r.status) if r.status is not None else c.last_status
+    exit_code = c.exit_code
+    if r.exit_code is not None and (c.exit_code is None or r.status is ContainerStatus.STOPPED):
+        exit_code = r.exit_code
+    return replace(
+        c,
+        last_status=status,
+        exit_code=exit_code,
+        reason=r.reason or c.reason,
+        runtime_id=r.runtime_id or c.runtime_id,
+        network_bindings=r.network_bindings if r.network_bindings else c.network_bindings,
+        health_status=r.health_status if r.health_status is not None else c.health_status,
+    )
+
+
+def merge_report(task: Task, report: TaskReport, now: float) -> Merged:
+    """Merge one agent report into ``task`` (see the module docstring)."""
+    if report.seq is not None and report.seq <= task.reported_seq:
+        return Merged(task, accepted=False, reason=STALE)
+    by_name = {r.name: r for r in report.containers}
+    t = replace(
+        task,
+        containers=tuple(
+            merge_container(c, by_name[c.name]) if c.name in by_name else c for c in task.containers
+        ),
+        pull_started_at=_first(task.pull_started_at, report.pull_started_at),
+        pull_stopped_at=_first(task.pull_stopped_at, report.pull_stopped_at),
+        started_at=_first(task.started_at, report.started_at),
+        health_status=report.health_status if report.health_status is not None else task.health_status,
+        reported_seq=report.seq if report.seq is not None else task.reported_seq,
+    )
+    if report.status is not None and not task.stopped:
+        step = _OPENS[report.status]
+        t = replace(t, last_status=max(t.last_status, step))
+        if report.status is TaskStatus.STOPPED:
+            reached_running = task.last_status >= TaskStatus.RUNNING or task.started_at is not None
+            default_code = (
+                StopCode.ESSENTIAL_CONTAINER_EXITED if reached_running else StopCode.TASK_FAILED_TO_START
+            )
+            t = replace(
+                t,
+                desired_status=TaskStatus.STOPPED,
+                stop_code=t.stop_code or report.stop_code or default_code,
+                stopped_reason=t.stopped_reason or report.reason or ESSENTIAL_EXITED_REASON,
+                execution_stopped_at=_first(t.execution_stopped_at, report.execution_stopped_at),
+            )
+    return _bump(task, settle(t, now))
+
+
+def request_stop(task: Task, *, reason: str | None, stop_code: str, now: float) -> Merged:
+    """StopTask (or a scheduler's stop): desiredStatus STOPPED, then DEACTIVATING -> STOPPING.
+
+    Stopping a task that is already to stop changes nothing (ECS answers with the task as it is).
+    """
+    if task.desired_status is TaskStatus.STOPPED:
+        return Merged(task)
+    t = replace(
+        task,
+        desired_status=TaskStatus.STOPPED,
+        stopped_reason=task.stopped_reason or reason or USER_STOP_REASON,
+        stop_code=task.stop_code or stop_code,
+        stopping_at=_first(task.stopping_at, now),
+    )
+    return _bump(task, settle(t, now))
+
+
+def stop_now(task: Task, *, reason: str, stop_code: str, now: float) -> Merged:
+    """STOPPED at once, without the agent: its instance is gone (deregistered with force)."""
+    if task.stopped:
+        return Merged(task)
+    t = replace(
+        task,
+        stopped_reason=task.stopped_reason or reason,
+        stop_code=task.stop_code or stop_code,
+    )
+    return _bump(task, _stopped(t, now))

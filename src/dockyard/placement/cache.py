@@ -1,0 +1,318 @@
+"""The cluster cache: instances, allocation records, liveness and tasks, kept current by the watch.
+
+Like Kubernetes' informers: ``store.list`` each kind, then ``store.watch("/", min(revisions) + 1)``
+and apply every change in revision order; a ``Compacted`` watch re-lists. Keys the lists already
+showed newer are skipped, so replaying the gap between the lists converges. Schedulers, the agent's
+Poll and the counts users see read this, never the store, on every decision.
+
+Read-your-writes: ``sync()`` waits until the cache has applied the store's current revision (one
+cheap ``revision()`` read), so a handler that just committed, or a client that just got an answer,
+sees its own writes.
+
+Per instance the cache keeps the **desired-set revision** (docs/agent-protocol.md section 2): the
+highest store revision that changed the instance's registration or any task assigned to it. Store
+revisions are global and increase, so the value is comparable across restarts and server replicas,
+and an ``asyncio.Event`` per instance wakes the long-polls waiting on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from dockyard.domain.container_instances import Allocation, ContainerInstance, InstanceStatus
+from dockyard.domain.task_lifecycle import in_desired_set
+from dockyard.domain.task_status import TaskStatus
+from dockyard.domain.tasks import Task
+from dockyard.placement import keys
+from dockyard.placement.keys import Scope
+from dockyard.store.base import Compacted, EventType, KeyValue, StateStore, StoreClosed, WatchEvent
+
+log = logging.getLogger("dockyard.placement.cache")
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Entry(Generic[T]):
+    """A document as the cache holds it: decoded value plus the store's revision and version."""
+
+    value: T
+    mod_revision: int
+    version: int = 1
+    lease: int = 0
+
+
+@dataclass
+class ScopeState:
+    """Everything the cache knows of one cluster."""
+
+    instances: dict[str, Entry[ContainerInstance]] = field(default_factory=dict)
+    allocations: dict[str, Entry[Allocation]] = field(default_factory=dict)
+    liveness: dict[str, Entry[None]] = field(default_factory=dict)  # lease = the agent's lease
+    tasks: dict[str, Entry[Task]] = field(default_factory=dict)
+    tasks_by_instance: dict[str, set[str]] = field(default_factory=dict)
+    status_counts: Counter[TaskStatus] = field(default_factory=Counter)
+    desired_revision: dict[str, int] = field(default_factory=dict)
+
+    def revision_of(self, kind: str, name: str) -> int:
+        """The mod_revision the cache holds for a document (0: none)."""
+        tables: dict[str, Any] = {
+            keys.INSTANCES: self.instances,
+            keys.ALLOCATIONS: self.allocations,
+            keys.LIVENESS: self.liveness,
+            keys.TASKS: self.tasks,
+        }
+        entry = tables[kind].get(name)
+        return entry.mod_revision if entry is not None else 0
+
+
+class ClusterCache:
+    def __init__(self, store: StateStore, *, retry_delay: float = 0.5) -> None:
+        self._store = store
+        self._retry_delay = retry_delay
+        self._scopes: dict[Scope, ScopeState] = {}
+        self._events: dict[tuple[Scope, str], asyncio.Event] = {}
+        self._applied = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tiebreak = itertools.count()
+        self._ready = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self._run(), name="cluster-cache")
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+        self._check_running()
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+
+    @property
+    def applied_revision(self) -> int:
+        return self._applied
+
+    async def sync(self, timeout: float = 10.0) -> None:
+        """Wait until every write committed before this call is applied (read-your-writes)."""
+        await self.wait_applied(await self._store.revision(), timeout)
+
+    async def wait_applied(self, revision: int, timeout: float = 10.0) -> None:
+        self._check_running()
+        if self._applied >= revision:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (revision, next(self._tiebreak), future))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"the cluster cache did not reach revision {revision} in {timeout}s") from None
+
+    def _check_running(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError("the cluster cache stopped") from self._failure
+
+    # ---- reads -----------------------------------------------------------------------------------
+
+    def scope(self, scope: Scope) -> ScopeState:
+        return self._scopes.get(scope) or ScopeState()
+
+    def instances(self, scope: Scope) -> list[Entry[ContainerInstance]]:
+        return list(self.scope(scope).instances.values())
+
+    def instance(self, scope: Scope, instance_id: str) -> Entry[ContainerInstance] | None:
+        return self.scope(scope).instances.get(instance_id)
+
+    def allocation(self, scope: Scope, instance_id: str) -> Entry[Allocation] | None:
+        return self.scope(scope).allocations.get(instance_id)
+
+    def connected(self, scope: Scope, instance_id: str) -> bool:
+        return instance_id in self.scope(scope).liveness
+
+    def lease_of(self, scope: Scope, instance_id: str) -> int | None:
+        e = self.scope(scope).liveness.get(instance_id)
+        return e.lease if e is not None else None
+
+    def task(self, scope: Scope, task_id: str) -> Task | None:
+        e = self.scope(scope).tasks.get(task_id)
+        return e.value if e is not None else None
+
+    def tasks(self, scope: Scope) -> Iterator[Task]:
+        for e in self.scope(scope).tasks.values():
+            yield e.value
+
+    def task_entries(self, scope: Scope) -> list[Entry[Task]]:
+        return list(self.scope(scope).tasks.values())
+
+    def tasks_on(self, scope: Scope, instance_id: str) -> list[Task]:
+        st = self.scope(scope)
+        return [st.tasks[t].value for t in sorted(st.tasks_by_instance.get(instance_id, ()))]
+
+    def task_counts(self, scope: Scope) -> Counter[TaskStatus]:
+        """How many tasks of the cluster are in each lastStatus."""
+        return Counter(self.scope(scope).status_counts)
+
+    def desired(self, scope: Scope, instance_id: str) -> tuple[int, list[Task]]:
+        """The instance's desired-set revision and the tasks the agent is told about."""
+        st = self.scope(scope)
+        tasks = [t for t in self.tasks_on(scope, instance_id) if in_desired_set(t)]
+        return st.desired_revision.get(instance_id, 0), tasks
+
+    def change_event(self, scope: Scope, instance_id: str) -> asyncio.Event:
+        """Set at the next change to the instance's desired set (take it before reading ``desired``)."""
+        key = (scope, instance_id)
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = asyncio.Event()
+        return event
+
+    def scopes(self) -> Iterable[Scope]:
+        return list(self._scopes)
+
+    # ---- feeding ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    start = await self._load()
+                    self._ready.set()
+                    async for event in self._store.watch("/", start + 1):
+                        self.apply(event)
+                except Compacted as e:
+                    log.info("cluster cache fell behind compaction (%s); re-listing", e)
+                except StoreClosed:
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("cluster cache watch failed; re-listing")
+                    await asyncio.sleep(self._retry_delay)
+        except BaseException as e:
+            self._failure = e
+            for _, _, future in self._waiters:
+                if not future.done():
+                    future.set_exception(RuntimeError("the cluster cache stopped"))
+            self._ready.set()
+            raise
+
+    async def _load(self) -> int:
+        """List every kind and rebuild the state; the revision the watch continues from."""
+        listed = {kind: await self._store.list(keys.prefix(kind)) for kind in sorted(keys.KINDS)}
+        start = min(r.revision for r in listed.values())
+        previous = self._scopes
+        self._scopes = {}
+        for kind, result in listed.items():
+            for kv in result.kvs:
+                self._put(kind, kv)
+        for scope, old in previous.items():  # the desired-set revision never goes back
+            st = self._scopes.setdefault(scope, ScopeState())
+            for instance_id, rev in old.desired_revision.items():
+                st.desired_revision[instance_id] = max(rev, st.desired_revision.get(instance_id, 0))
+        for event in self._events.values():
+            event.set()
+        self._events.clear()
+        self._advance(start)
+        return start
+
+    def apply(self, event: WatchEvent) -> None:
+        """Apply one change from the watch (public for tests that feed the cache by hand)."""
+        kv = event.kv
+        parsed = keys.parse(kv.key)
+        if parsed is not None and parsed[0] in keys.KINDS:
+            kind, scope, name = parsed
+            if event.type is EventType.PUT:
+                self._put(kind, kv)
+            else:
+                self._delete(kind, scope, name, kv.mod_revision)
+        self._advance(kv.mod_revision)
+
+    def _advance(self, revision: int) -> None:
+        if revision > self._applied:
+            self._applied = revision
+        while self._waiters and self._waiters[0][0] <= self._applied:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+
+    def _put(self, kind: str, kv: KeyValue) -> None:
+        parsed = keys.parse(kv.key)
+        assert parsed is not None
+        _, scope, name = parsed
+        st = self._scopes.setdefault(scope, ScopeState())
+        if st.revision_of(kind, name) >= kv.mod_revision:
+            return  # the list already showed something newer
+        try:
+            if kind == keys.LIVENESS:
+                st.liveness[name] = Entry(None, kv.mod_revision, kv.version, kv.lease)
+                return
+            doc = orjson.loads(kv.value)
+            if kind == keys.ALLOCATIONS:
+                st.allocations[name] = Entry(Allocation.from_document(doc), kv.mod_revision, kv.version)
+            elif kind == keys.INSTANCES:
+                st.instances[name] = Entry(ContainerInstance.from_document(doc), kv.mod_revision, kv.version)
+                self._changed(scope, st, name, kv.mod_revision)
+            else:
+                task = Task.from_document(doc)
+                old = st.tasks.get(name)
+                st.tasks[name] = Entry(task, kv.mod_revision, kv.version)
+                self._index_task(st, old.value if old is not None else None, task)
+                self._changed(scope, st, task.instance_id, kv.mod_revision)
+        except Exception:
+            log.exception("cluster cache: cannot decode %s; ignoring it", kv.key)
+
+    def _delete(self, kind: str, scope: Scope, name: str, revision: int) -> None:
+        st = self._scopes.get(scope)
+        if st is None or not 0 < st.revision_of(kind, name) < revision:
+            return  # absent, or the list already showed something newer
+        if kind == keys.LIVENESS:
+            del st.liveness[name]
+        elif kind == keys.ALLOCATIONS:
+            del st.allocations[name]
+        elif kind == keys.INSTANCES:
+            del st.instances[name]
+            self._changed(scope, st, name, revision)
+        else:
+            task = st.tasks.pop(name).value
+            self._index_task(st, task, None)
+            self._changed(scope, st, task.instance_id, revision)
+
+    def _index_task(self, st: ScopeState, old: Task | None, new: Task | None) -> None:
+        if old is not None:
+            st.status_counts[old.last_status] -= 1
+            on = st.tasks_by_instance.get(old.instance_id)
+            if on is not None:
+                on.discard(old.id)
+                if not on:
+                    del st.tasks_by_instance[old.instance_id]
+        if new is not None:
+            st.status_counts[new.last_status] += 1
+            st.tasks_by_instance.setdefault(new.instance_id, set()).add(new.id)
+
+    def _changed(self, scope: Scope, st: ScopeState, instance_id: str, revision: int) -> None:
+        if revision > st.desired_revision.get(instance_id, 0):
+            st.desired_revision[instance_id] = revision
+        event = self._events.pop((scope, instance_id), None)
+        if event is not None:
+            event.set()
+
+
+def registered_instances(cache: ClusterCache, scope: Scope) -> int:
+    """ACTIVE and DRAINING instances (what DescribeClusters counts and DeleteCluster refuses)."""
+    return sum(1 for e in cache.instances(scope) if e.value.status is not InstanceStatus.INACTIVE)

@@ -1,0 +1,264 @@
+"""The agent's side of the control plane (docs/agent-protocol.md).
+
+- ``DockyardAgentV1.Poll``: the instance's whole desired set and the revision it reflects, answered
+  at once when newer than the agent's ``knownRevision``, else when it changes, else after the wait.
+  It reads the cluster cache and waits on the cache's per-instance event; every Poll keeps the
+  instance's liveness lease alive. The wait is capped at half the agent timeout, so a long-poll
+  never outlives the lease it renews (the agent simply polls again).
+- ``DockyardAgentV1.Report``: batched per-task reports, each with its sequence, merged monotonically
+  by ``domain.task_lifecycle`` and stored with compare-and-swap (re-read and re-merged on conflict).
+  A report that brings a task to STOPPED releases its reservation in the same transaction.
+- ECS's ``SubmitTaskStateChange``, ``SubmitContainerStateChange`` (unsequenced reports) and
+  ``DiscoverPollEndpoint``.
+
+Every operation acts for one container instance: an agent principal may act only for its own
+(``Principal.instance_arn``), else ``AccessDeniedException``; the admin may act for any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from typing import Any
+
+from dockyard.domain import arns
+from dockyard.domain.container_instances import InstanceStatus
+from dockyard.domain.errors import AccessDenied, InvalidParameter
+from dockyard.domain.task_lifecycle import TaskReport, merge_report
+from dockyard.domain.tasks import Task
+from dockyard.placement.cache import ClusterCache
+from dockyard.placement.commit import read_task, write_task
+from dockyard.services import keys
+from dockyard.services.agent_wire import (
+    agent_task,
+    from_container_state_change,
+    from_task_state_change,
+    parse_poll,
+    parse_reports,
+    text,
+)
+from dockyard.services.cluster_state import cluster_cache
+from dockyard.services.clusters import DEFAULT_CLUSTER
+from dockyard.services.context import Env, Request, RequestContext, Response
+from dockyard.services.operations import operation
+from dockyard.services.retry import retry_on_conflict
+from dockyard.services.task_definitions import resolve_task_definition
+from dockyard.store.base import Compare, Conflict, LeaseNotFound, Put
+
+POLL = "DockyardAgentV1.Poll"
+REPORT = "DockyardAgentV1.Report"
+AGENT = "agent"
+ADMIN = "admin"
+RENEWED = "liveness_renewed"
+TASK_DEFINITIONS = "agent_task_definitions"
+TASK_DEFINITION_CACHE_SIZE = 1024
+
+
+# ---- who acts for what ----------------------------------------------------------------------------
+
+
+def _deny(ctx: RequestContext, what: str) -> AccessDenied:
+    return AccessDenied(f"User: {ctx.principal.access_key_id} is not authorized to act for {what[:300]}")
+
+
+def acting_for(ctx: RequestContext, instance_arn: str, cluster_ref: str | None) -> tuple[keys.Scope, str]:
+    """The scope and id of the instance ``instance_arn``, if the caller may act for it."""
+    principal = ctx.principal
+    if principal.kind == AGENT and principal.instance_arn != instance_arn:
+        raise _deny(ctx, instance_arn)
+    if principal.kind not in (AGENT, ADMIN):
+        raise _deny(ctx, instance_arn)
+    parsed = arns.parse_container_instance(instance_arn)
+    if parsed.arn is None or parsed.cluster is None:
+        raise InvalidParameter("containerInstanceArn must be a container instance ARN with its cluster.")
+    if (parsed.arn.region, parsed.arn.account) != (ctx.region, ctx.account_id):
+        raise _deny(ctx, instance_arn)
+    if cluster_ref and arns.cluster_name(cluster_ref) != parsed.cluster:
+        raise InvalidParameter("The container instance does not belong to the given cluster.")
+    return keys.Scope(ctx.account_id, ctx.region, parsed.cluster), parsed.id
+
+
+def _check_task_owner(ctx: RequestContext, task: Task) -> None:
+    if ctx.principal.kind == AGENT and ctx.principal.instance_arn != task.container_instance_arn:
+        raise _deny(ctx, task.arn)
+
+
+# ---- Poll -----------------------------------------------------------------------------------------
+
+
+@operation(POLL)
+async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
+    instance_arn = text(req, "containerInstanceArn", "containerInstanceArn", required=True)
+    assert instance_arn is not None
+    scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster", "cluster"))
+    asked = parse_poll(req)
+    cache = await cluster_cache(env)
+    entry = cache.instance(scope, instance_id)
+    if entry is None or entry.value.status is InstanceStatus.INACTIVE:
+        revision, _ = cache.desired(scope, instance_id)
+        return {"revision": revision, "instanceStatus": InstanceStatus.INACTIVE.value, "tasks": []}
+    await _renew_liveness(env, cache, scope, instance_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(asked.wait_seconds, env.settings.agent_timeout_seconds / 2)
+    while True:
+        changed = cache.change_event(scope, instance_id)
+        revision, tasks = cache.desired(scope, instance_id)
+        left = deadline - loop.time()
+        if revision > asked.known_revision or left <= 0:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), left)
+    entry = cache.instance(scope, instance_id)
+    status = entry.value.status if entry is not None else InstanceStatus.INACTIVE
+    return {
+        "revision": revision,
+        "instanceStatus": status.value,
+        "tasks": [agent_task(t, await _task_definition(env, ctx, t.task_definition_arn)) for t in tasks],
+    }
+
+
+async def _renew_liveness(env: Env, cache: ClusterCache, scope: keys.Scope, instance_id: str) -> None:
+    """Keep the instance's liveness lease alive (at most every quarter TTL), or grant a new one."""
+    ttl = env.settings.agent_timeout_seconds
+    renewed: dict[tuple[keys.Scope, str], float] = env.extras.setdefault(RENEWED, {})
+    now = asyncio.get_running_loop().time()
+    lease = cache.lease_of(scope, instance_id)
+    if lease is not None and now - renewed.get((scope, instance_id), -ttl) < ttl / 4:
+        return
+    try:
+        if lease is None:
+            raise LeaseNotFound("no liveness key")
+        await env.store.keepalive(lease)
+    except LeaseNotFound:
+        instance_key = keys.instance(scope, instance_id)
+        kv = await env.store.get(instance_key)
+        if kv is None:
+            return
+        lease = await env.store.grant_lease(ttl)
+        try:
+            alive = Put(keys.liveness(scope, instance_id), b"{}", lease=lease)
+            await env.store.txn([Compare.unchanged(kv, instance_key)], [alive])
+        except Conflict:  # the registration changed meanwhile (e.g. deregistered): the next poll decides
+            await env.store.revoke_lease(lease)
+            return
+    renewed[(scope, instance_id)] = now
+
+
+async def _task_definition(env: Env, ctx: RequestContext, arn: str) -> dict[str, Any] | None:
+    """A task definition's wire object by ARN (revisions never change what the agent reads)."""
+    known: OrderedDict[str, dict[str, Any]] = env.extras.setdefault(TASK_DEFINITIONS, OrderedDict())
+    hit = known.get(arn)
+    if hit is not None:
+        known.move_to_end(arn)
+        return hit
+    td = await resolve_task_definition(env, ctx, arn)
+    if td is None:
+        return None
+    known[arn] = wire = td.to_wire()
+    while len(known) > TASK_DEFINITION_CACHE_SIZE:
+        known.popitem(last=False)
+    return wire
+
+
+# ---- Report ---------------------------------------------------------------------------------------
+
+
+@operation(REPORT)
+async def report(env: Env, ctx: RequestContext, req: Request) -> Response:
+    instance_arn = text(req, "containerInstanceArn", "containerInstanceArn", required=True)
+    assert instance_arn is not None
+    scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster", "cluster"))
+    reports = parse_reports(req)
+    cache = await cluster_cache(env, sync=False)
+    targets: list[tuple[str, str | None]] = []
+    for task_arn, _ in reports:  # every task must be this instance's before anything is applied
+        task_id = _task_id_in(scope, task_arn)
+        known = cache.task(scope, task_id) if task_id else None
+        if known is None and task_id:
+            found = await read_task(env.store, scope, task_id)
+            known = found[0] if found else None
+        if known is not None and known.instance_id != instance_id:
+            raise _deny(ctx, task_arn)
+        targets.append((task_arn, task_id if known is not None else None))
+    results = []
+    for (task_arn, task_id), (_, rep) in zip(targets, reports, strict=True):
+        outcome = await apply_report(env, ctx, scope, task_id, rep) if task_id else "MISSING"
+        result: dict[str, Any] = {"taskArn": task_arn, "accepted": outcome is None}
+        if outcome is not None:
+            result["reason"] = outcome
+        results.append(result)
+    return {"results": results}
+
+
+def _task_id_in(scope: keys.Scope, task_arn: str) -> str | None:
+    try:
+        parsed = arns.parse_task(task_arn)
+    except InvalidParameter:
+        return None
+    if parsed.cluster not in (None, scope.cluster):
+        return None
+    return parsed.id
+
+
+async def apply_report(
+    env: Env, ctx: RequestContext, scope: keys.Scope, task_id: str, rep: TaskReport
+) -> str | None:
+    """Merge ``rep`` into the stored task; why it was dropped (STALE, MISSING), or None if applied."""
+
+    async def attempt() -> str | None:
+        found = await read_task(env.store, scope, task_id)
+        if found is None:
+            return "MISSING"
+        task, kv = found
+        _check_task_owner(ctx, task)
+        merged = merge_report(task, rep, env.clock.time())
+        if merged.changed:
+            await write_task(env.store, scope, kv, merged.task, release=merged.released)
+        return merged.reason if not merged.accepted else None
+
+    return await retry_on_conflict(attempt)
+
+
+# ---- ECS agent operations -------------------------------------------------------------------------
+
+
+def _task_scope(ctx: RequestContext, req: Request) -> tuple[keys.Scope, str]:
+    ref = req.get("task")
+    if not ref:
+        raise InvalidParameter("Missing required parameter task.")
+    parsed = arns.parse_task(ref)
+    cluster = parsed.cluster or arns.cluster_name(req.get("cluster") or DEFAULT_CLUSTER)
+    return keys.Scope(ctx.account_id, ctx.region, cluster), parsed.id
+
+
+async def _submit(env: Env, ctx: RequestContext, req: Request, rep: TaskReport) -> Response:
+    scope, task_id = _task_scope(ctx, req)
+    outcome = await apply_report(env, ctx, scope, task_id, rep)
+    if outcome == "MISSING":
+        raise InvalidParameter("The referenced task was not found.")
+    return {"acknowledgment": "ACK"}
+
+
+@operation("SubmitTaskStateChange")
+async def submit_task_state_change(env: Env, ctx: RequestContext, req: Request) -> Response:
+    return await _submit(env, ctx, req, from_task_state_change(req))
+
+
+@operation("SubmitContainerStateChange")
+async def submit_container_state_change(env: Env, ctx: RequestContext, req: Request) -> Response:
+    if not req.get("containerName"):
+        raise InvalidParameter("Missing required parameter containerName.")
+    return await _submit(env, ctx, req, from_container_state_change(req))
+
+
+@operation("DiscoverPollEndpoint")
+async def discover_poll_endpoint(env: Env, ctx: RequestContext, req: Request) -> Response:
+    if req.get("containerInstance"):
+        ref = req["containerInstance"]
+        cluster = arns.cluster_name(req.get("cluster") or DEFAULT_CLUSTER)
+        if not arns.is_arn(ref):
+            ref = arns.container_instance_arn(ctx.region, ctx.account_id, cluster, ref)
+        acting_for(ctx, ref, None)
+    endpoint = env.settings.endpoint
+    return {"endpoint": endpoint, "telemetryEndpoint": endpoint, "serviceConnectEndpoint": endpoint}

@@ -1,0 +1,105 @@
+"""What a task reserves (task-level sizes, container sums, overrides, static host ports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dockyard.domain.errors import ClientError, InvalidParameter
+from dockyard.domain.resources import Resources
+from dockyard.domain.task_definition_rules import draft
+from dockyard.domain.tasks import Task, check_overrides, host_ports, needs, new_task
+
+
+def td(containers: list[dict[str, Any]], **task: Any):  # type: ignore[no-untyped-def]
+    return draft({"family": "f", "containerDefinitions": containers, **task})
+
+
+def c(name: str = "a", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "image": "busybox", **fields}
+
+
+@pytest.mark.parametrize(
+    ("definition", "overrides", "expected"),
+    [
+        # the sum of the containers' cpu and memoryReservation-or-memory
+        (
+            td([c("a", cpu=128, memory=256), c("b", cpu=64, memoryReservation=100, memory=300)]),
+            {},
+            (192, 356),
+        ),
+        # task-level sizes win
+        (td([c("a", cpu=128, memory=256)], cpu="1024", memory="2048"), {}, (1024, 2048)),
+        # only one task-level size set: the other is summed
+        (td([c("a", cpu=128, memory=256), c("b", cpu=64, memory=64)], memory="1024"), {}, (192, 1024)),
+        # task-level overrides
+        (td([c("a", memory=256)], cpu="256", memory="512"), {"cpu": "1 vCPU", "memory": "1GB"}, (1024, 1024)),
+        # container overrides replace what they name
+        (
+            td([c("a", cpu=128, memory=256), c("b", cpu=64, memory=64)]),
+            {"containerOverrides": [{"name": "a", "cpu": 10, "memoryReservation": 32}]},
+            (74, 96),
+        ),
+    ],
+)
+def test_needs(definition, overrides, expected):
+    got = needs(definition, overrides)
+    assert (got.cpu, got.memory) == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "mappings", "tcp", "udp"),
+    [
+        ("bridge", [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}], {8080}, set()),
+        ("bridge", [{"containerPort": 80, "hostPort": 0}], set(), set()),
+        ("host", [{"containerPort": 80}, {"containerPort": 53, "protocol": "udp"}], {80}, {53}),
+        ("awsvpc", [{"containerPort": 80}], set(), set()),
+    ],
+)
+def test_static_host_ports_by_network_mode(mode, mappings, tcp, udp):
+    definition = td([c("a", memory=64, portMappings=mappings)], networkMode=mode)
+    assert host_ports(definition) == (frozenset(tcp), frozenset(udp))
+
+
+def test_check_overrides_rejects_unknown_containers_and_bad_sizes():
+    definition = td([c("a", memory=64)])
+    with pytest.raises(InvalidParameter, match="not a container"):
+        check_overrides(definition, {"containerOverrides": [{"name": "zzz"}]})
+    with pytest.raises(InvalidParameter):
+        check_overrides(definition, {"containerOverrides": [{"name": "a", "memory": 1}]})
+    with pytest.raises(ClientError):
+        check_overrides(definition, {"cpu": "lots"})
+    check_overrides(definition, {"containerOverrides": [{"name": "a", "command": ["true"]}]})
+
+
+def test_new_task_round_trips_and_shows_ecs_shape():
+    definition = td([c("a", cpu=10, memory=64), c("b", memoryReservation=32)], memory="512")
+    definition = definition.__class__(**{**definition.__dict__, "arn": "arn:aws:ecs:r:1:task-definition/f:1"})
+    task = new_task(
+        region="r",
+        account="1",
+        cluster="cl",
+        task_id="t1",
+        container_ids=["x", "y"],
+        td=definition,
+        overrides={"containerOverrides": [{"name": "b", "memory": 48}]},
+        instance_arn="arn:aws:ecs:r:1:container-instance/cl/i1",
+        instance_id="i1",
+        group="family:f",
+        started_by="me",
+        tags=(("k", "v"),),
+        now=5.0,
+    )
+    assert task.reservation == Resources(10, 512)
+    assert Task.from_document(task.to_document()) == task
+    wire = task.to_wire(include_tags=True)
+    assert wire["lastStatus"] == "PROVISIONING" and wire["desiredStatus"] == "RUNNING"
+    assert wire["memory"] == "512" and "cpu" not in wire
+    assert wire["tags"] == [{"key": "k", "value": "v"}]
+    assert [x["containerArn"] for x in wire["containers"]] == [
+        "arn:aws:ecs:r:1:container/cl/t1/x",
+        "arn:aws:ecs:r:1:container/cl/t1/y",
+    ]
+    assert wire["containers"][1]["memory"] == "48" and wire["containers"][1]["memoryReservation"] == "32"
+    assert "tags" not in task.to_wire()

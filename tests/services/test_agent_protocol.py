@@ -1,0 +1,164 @@
+"""docs/agent-protocol.md from the agent's side: Poll, Report, liveness, who may act for what."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import start_server, wait_until
+from tests.services.agent_client import AGENT_PREFIX, AgentError, TestAgent
+from tests.services.conftest import register_td
+
+
+def test_poll_answers_at_once_when_newer_else_when_something_changes(ecs, cluster, agents, unique):
+    agent = agents(cluster)
+    register_td(ecs, unique)
+    first = agent.poll(known=0, wait=5)
+    assert first["revision"] > 0 and first["tasks"] == [] and first["instanceStatus"] == "ACTIVE"
+    # nothing new: waits the whole (short) wait, same revision
+    started = time.monotonic()
+    assert agent.poll(wait=0.3)["revision"] == first["revision"]
+    assert time.monotonic() - started >= 0.25
+    # a long-poll returns as soon as a task is placed on the instance (whether it started waiting
+    # before the placement or not), not at the end of its wait
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(agent.poll, first["revision"], 10.0)
+        [task] = ecs.run_task(cluster=cluster, taskDefinition=unique)["tasks"]
+        t0 = time.monotonic()
+        answer = waiting.result(timeout=10)
+    assert time.monotonic() - t0 < 5
+    assert answer["revision"] > first["revision"]
+    assert [t["taskArn"] for t in answer["tasks"]] == [task["taskArn"]]
+    # any server replica answers from the revision alone: an old revision gets the set at once
+    assert agent.poll(known=0, wait=10)["tasks"][0]["taskArn"] == task["taskArn"]
+
+
+def test_reports_are_sequenced_and_never_move_status_backwards(ecs, cluster, agents, unique):
+    agent = agents(cluster)
+    register_td(ecs, unique)
+    [task] = ecs.run_task(cluster=cluster, taskDefinition=unique)["tasks"]
+    arn = task["taskArn"]
+
+    def status() -> str:
+        return str(ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]["lastStatus"])
+
+    results = agent.report(
+        {"taskArn": arn, "seq": 2, "status": "RUNNING"},
+        {"taskArn": arn, "seq": 1, "status": "PENDING"},  # reordered: older, dropped
+        {"taskArn": arn, "seq": 2, "status": "RUNNING"},  # duplicate, dropped
+    )
+    assert [r["accepted"] for r in results] == [True, False, False]
+    assert results[1]["reason"] == "STALE" and status() == "RUNNING"
+    assert agent.report({"taskArn": arn, "seq": 3, "status": "PENDING"})[0][
+        "accepted"
+    ]  # newer, but not backwards
+    assert status() == "RUNNING"
+    assert agent.poll(known=0)["tasks"][0]["reportedSeq"] == 3
+    missing = arn.rsplit("/", 1)[0] + "/0123456789abcdef0123456789abcdef"
+    assert agent.report({"taskArn": missing, "seq": 1, "status": "RUNNING"}) == [
+        {"taskArn": missing, "accepted": False, "reason": "MISSING"}
+    ]
+    with pytest.raises(AgentError) as e:
+        agent.report({"taskArn": arn, "seq": 4, "status": "ACTIVATING"})
+    assert e.value.code == "InvalidParameterException" and "reports[0].status" in e.value.message
+    with pytest.raises(AgentError) as e:
+        agent.report({"taskArn": arn, "status": "RUNNING"})
+    assert e.value.code == "InvalidParameterException" and "seq" in e.value.message
+
+
+def test_an_agent_acts_only_for_its_own_instance(ecs, cluster, agents, unique):
+    mine, other = agents(cluster), agents(cluster)
+    register_td(ecs, unique)
+    [theirs] = ecs.start_task(
+        cluster=cluster, taskDefinition=unique, containerInstances=[other.instance_arn]
+    )["tasks"]
+    with pytest.raises(AgentError) as e:
+        mine.poll(containerInstanceArn=other.instance_arn)
+    assert e.value.code == "AccessDeniedException"
+    with pytest.raises(AgentError) as e:
+        mine.report(
+            {"taskArn": theirs["taskArn"], "seq": 1, "status": "RUNNING"}, instance_arn=other.instance_arn
+        )
+    assert e.value.code == "AccessDeniedException"
+    with pytest.raises(AgentError) as e:  # for its own instance, about another's task
+        mine.report({"taskArn": theirs["taskArn"], "seq": 1, "status": "RUNNING"})
+    assert e.value.code == "AccessDeniedException"
+    with pytest.raises(ClientError) as ce:
+        mine.ecs().submit_task_state_change(cluster=cluster, task=theirs["taskArn"], status="RUNNING")
+    assert ce.value.response["Error"]["Code"] == "AccessDeniedException"
+    with pytest.raises(ClientError) as ce:
+        mine.ecs().discover_poll_endpoint(cluster=cluster, containerInstance=other.instance_arn)
+    assert ce.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert (
+        ecs.describe_tasks(cluster=cluster, tasks=[theirs["taskArn"]])["tasks"][0]["lastStatus"]
+        == "PROVISIONING"
+    )
+    with pytest.raises(AgentError) as e:
+        mine.call(AGENT_PREFIX + "Nope", {})
+    assert e.value.code == "UnknownOperationException"
+
+
+def test_ecs_state_change_operations(dockyard_server, ecs, cluster, agents, unique):
+    agent = agents(cluster)
+    register_td(ecs, unique)
+    [task] = ecs.run_task(cluster=cluster, taskDefinition=unique)["tasks"]
+    arn = task["taskArn"]
+    client = agent.ecs()
+    endpoint = client.discover_poll_endpoint(cluster=cluster, containerInstance=agent.instance_arn)
+    assert endpoint["endpoint"] == dockyard_server.endpoint
+    client.submit_container_state_change(
+        cluster=cluster, task=arn, containerName="web", runtimeId="r1", status="RUNNING", networkBindings=[]
+    )
+    assert (
+        client.submit_task_state_change(cluster=cluster, task=arn, status="RUNNING")["acknowledgment"]
+        == "ACK"
+    )
+    [t] = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"]
+    assert t["lastStatus"] == "RUNNING" and t["containers"][0]["runtimeId"] == "r1"
+    client.submit_task_state_change(
+        cluster=cluster,
+        task=arn,
+        status="STOPPED",
+        reason="done",
+        containers=[{"containerName": "web", "exitCode": 0, "status": "STOPPED"}],
+    )
+    [t] = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"]
+    assert (t["lastStatus"], t["stoppedReason"], t["containers"][0]["exitCode"]) == ("STOPPED", "done", 0)
+    client.submit_task_state_change(cluster=cluster, task=arn, status="RUNNING")  # late: ignored
+    assert ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]["lastStatus"] == "STOPPED"
+
+
+def test_an_agent_that_stops_polling_is_disconnected_and_skipped(tmp_path, unique):
+    srv = start_server(tmp_path, "--agent-timeout", "1")
+    agent: TestAgent | None = None
+    try:
+        ecs = srv.client("ecs")
+        ecs.create_cluster(clusterName=unique)
+        agent = TestAgent(srv, unique)
+        agent.register()
+        register_td(ecs, unique)
+
+        def connected() -> bool:
+            [ci] = ecs.describe_container_instances(cluster=unique, containerInstances=[agent.instance_arn])[
+                "containerInstances"
+            ]
+            return bool(ci["agentConnected"])
+
+        wait_until(lambda: not connected(), timeout=10, what="agentConnected false")
+        out = ecs.run_task(cluster=unique, taskDefinition=unique)
+        assert out["tasks"] == [] and [(f["arn"], f["reason"]) for f in out["failures"]] == [
+            (agent.instance_arn, "AGENT")
+        ]
+        # polling again brings it back (a new lease), and a long-poll keeps it alive
+        agent.poll()
+        assert connected()
+        agent.poll(wait=2.0)  # longer than the timeout: the server answers within half of it
+        assert connected()
+        assert len(ecs.run_task(cluster=unique, taskDefinition=unique)["tasks"]) == 1
+    finally:
+        if agent is not None:
+            agent.close()
+        srv.stop()
