@@ -147,3 +147,17 @@ async def test_stopped_task_cleaned_up_after_the_wait(fake, tmp_path):  # type: 
         assert arn not in agent.engine.finished
     finally:
         await agent.crash()
+
+
+async def test_container_removed_behind_the_agents_back_is_stopped(fake, tmp_path):  # type: ignore[no-untyped-def]
+    rt = SimulatedRuntime()
+    agent = await start_agent(fake, rt, tmp_path / "a")
+    try:
+        arn = await fake.run_task(busybox({"name": "web"}), agent.arn)
+        await until(lambda: fake.status(arn) == "RUNNING", what="RUNNING")
+        await rt.remove(fake.container(arn, "web")["runtimeId"])
+        await until(lambda: fake.status(arn) == "STOPPED", what="STOPPED")
+        assert fake.container(arn, "web")["status"] == "STOPPED"
+        assert fake.tasks[arn].report["stopCode"] == "EssentialContainerExited"
+    finally:
+        await agent.crash()

@@ -392,6 +392,8 @@ class TaskRunner:
                     self.ctx.ports.claim(self.task.arn, b.host_port, b.protocol)
         elif obs.state is State.CREATED:
             c.observe(ContainerPhase.CREATED)
+            if obs.port_bindings and not c.network_bindings:  # keep the ports it was created with
+                c.network_bindings = [b.to_wire() for b in obs.port_bindings]
         elif obs.state is State.EXITED:
             self._exited(c, obs.exit_code, oom_flag=obs.oom_killed, finished_at=obs.finished_at)
 
