@@ -207,6 +207,23 @@ async def test_list_keys_only(store: StateStore) -> None:
     assert kv == KeyValue("/ko/a", b"", r, r, 1)
 
 
+async def test_count(store: StateStore, clock: FakeClock) -> None:
+    for key in ["/p/b", "/p/a", "/p/c/d", "/pa", "/o", "/p", "/p\U0010ffffz", "/ü/1", "/ü/2"]:
+        await put(store, key, b"value")
+    assert await store.count("/p/") == 3
+    assert await store.count("/p") == 6
+    assert await store.count("/ü/") == 2
+    assert await store.count("") == 9
+    assert await store.count("/nothing/") == 0
+    await store.txn(deletes=[Delete("/p/a")])
+    assert await store.count("/p/") == 2
+    lease = await store.grant_lease(5)
+    await put(store, "/p/leased", b"", lease)
+    assert await store.count("/p/") == 3
+    clock.advance(6)
+    assert await store.count("/p/") == 2  # counting reaps what expired, like every read
+
+
 # ---- watch ---------------------------------------------------------------------------------------
 
 

@@ -95,6 +95,7 @@ txn = st.tuples(
 read = st.one_of(
     st.tuples(st.just("get"), keys),
     st.tuples(st.just("list"), st.sampled_from(PREFIXES), st.sampled_from([None, *KEYS]), st.integers(0, 3)),
+    st.tuples(st.just("count"), st.sampled_from(PREFIXES)),
 )
 compact = st.tuples(st.just("compact"), st.integers(0, 3))
 operations = st.lists(st.one_of(txn, txn, read, compact), min_size=1, max_size=25)
@@ -111,6 +112,8 @@ async def _apply(store: StateStore, op: tuple[Any, ...]) -> object:
                 return await store.get(key)
             case ("list", prefix, start_after, limit):
                 return await store.list(prefix, start_after=start_after, limit=limit)
+            case ("count", prefix):
+                return await store.count(prefix)
             case ("compact", back):
                 await store.compact(max(0, await store.revision() - back))
                 return await store.compacted_revision()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.clock import FakeClock
+from dockyard.store import sqlite as sqlite_module
 from dockyard.store.base import Compare, Conflict, EventType, Put, StateStore
 from dockyard.store.sqlite import SqliteStore
 from tests.store.test_conformance import DEADLINE, next_events, put
@@ -251,3 +252,61 @@ async def test_reopen_keeps_state_and_restarts_lease_ttls(tmp_path: Path) -> Non
         assert await put(store, "/r/next") == 8
     finally:
         await store.close()
+
+
+# ---- reads: on the caller's thread when bounded, no lease SQL ------------------------------------
+
+
+async def test_reads_beyond_the_inline_bounds_are_complete(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_INLINE_ROWS", 3)
+    monkeypatch.setattr(sqlite_module, "_INLINE_COUNT", 5)
+    keys = [f"/big/{i:02d}" for i in range(10)]
+    await sqlite_store.txn(puts=[Put(k, k.encode()) for k in keys])
+    await put(sqlite_store, "/bigger")
+    revision = await sqlite_store.revision()
+    for keys_only in (False, True):
+        whole = await sqlite_store.list("/big/", keys_only=keys_only)
+        assert [kv.key for kv in whole.kvs] == keys and not whole.more and whole.revision == revision
+        assert [kv.value for kv in whole.kvs] == [b"" if keys_only else k.encode() for k in keys]
+        page = await sqlite_store.list("/big/", start_after="/big/01", limit=7, keys_only=keys_only)
+        assert [kv.key for kv in page.kvs] == keys[2:9] and page.more
+    assert await sqlite_store.count("/big/") == 10
+    assert await sqlite_store.count("/big") == 11
+
+
+async def test_plain_reads_run_no_lease_sql(sqlite_store: SqliteStore, clock: FakeClock) -> None:
+    lease = await sqlite_store.grant_lease(10)
+    await put(sqlite_store, "/t/leased", b"", lease)
+    await put(sqlite_store, "/t/plain")
+    statements: list[str] = []
+    sqlite_store._reader().set_trace_callback(statements.append)
+    try:
+        assert await sqlite_store.get("/t/plain") is not None
+        assert len((await sqlite_store.list("/t/")).kvs) == 2
+        assert await sqlite_store.count("/t/") == 2
+        await sqlite_store.revision()
+        assert statements and not [s for s in statements if "leases" in s]
+        clock.advance(11)  # the lease is due: the next read has the writer reap it first
+        assert await sqlite_store.get("/t/leased") is None
+    finally:
+        sqlite_store._reader().set_trace_callback(None)
+
+
+async def test_leases_another_store_granted_still_expire(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ours = SqliteStore(tmp_path / "state.db", clock, lease_check_interval=0.01)
+    theirs = SqliteStore(tmp_path / "state.db", clock)
+    try:
+        lease = await theirs.grant_lease(10)
+        await put(theirs, "/o/leased", b"", lease)
+        await theirs.close()  # nobody is left to reap its lease but us
+        clock.advance(11)
+        deadline = time.monotonic() + DEADLINE
+        while await ours.get("/o/leased") is not None:  # our writer's periodic check learns of it
+            assert time.monotonic() < deadline, "a lease granted by another store never expired"
+            await asyncio.sleep(0.01)
+    finally:
+        await theirs.close()
+        await ours.close()

@@ -18,7 +18,6 @@ Every operation acts for one container instance: an agent principal may act only
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from typing import Any
 
@@ -105,10 +104,9 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
         changed = cache.change_event(scope, instance_id)
         revision, tasks = cache.desired(scope, instance_id)
         left = deadline - loop.time()
-        if revision > asked.known_revision or left <= 0:
+        if revision > asked.known_revision or left <= 0 or env.stopping.is_set():
             break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), left)
+        await _wait_any(changed, env.stopping, left)
     entry = cache.instance(scope, instance_id)
     status = entry.value.status if entry is not None else InstanceStatus.INACTIVE
     return {
@@ -262,3 +260,13 @@ async def discover_poll_endpoint(env: Env, ctx: RequestContext, req: Request) ->
         acting_for(ctx, ref, None)
     endpoint = env.settings.endpoint
     return {"endpoint": endpoint, "telemetryEndpoint": endpoint, "serviceConnectEndpoint": endpoint}
+
+
+async def _wait_any(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
+    """Wait until either event is set or ``timeout`` passes."""
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,6 +62,8 @@ class Env:
     clock: Clock
     settings: Settings = field(default_factory=Settings)
     extras: dict[str, Any] = field(default_factory=dict)
+    # set when the server shuts down: long-polls answer at once instead of holding the shutdown
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 Request = dict[str, Any]

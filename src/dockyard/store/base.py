@@ -6,6 +6,8 @@
   ``Conflict`` (naming the keys whose compare failed). At most ``MAX_TXN_OPS`` operations.
 - ``list(prefix)`` pages in key order and returns the revision it read at, so a caller can
   ``watch(prefix, from_revision=result.revision + 1)`` with no gap.
+- ``count(prefix)`` is how many keys ``list(prefix)`` would return, without reading them (etcd's
+  ``count_only`` range).
 - ``watch`` yields every change at or after ``from_revision`` in revision order; a revision older
   than the compaction point raises ``Compacted`` and the caller re-lists. ``from_revision <= 0``
   watches from the next revision (etcd's default).
@@ -177,6 +179,8 @@ class StateStore(Protocol):
         limit: int | None = None,
         keys_only: bool = False,
     ) -> ListResult: ...
+
+    async def count(self, prefix: str) -> int: ...
 
     async def txn(
         self,

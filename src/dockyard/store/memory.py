@@ -44,6 +44,12 @@ from dockyard.store.base import (
 _Events = list[WatchEvent]  # for annotations inside MemoryStore, where ``list`` names the method
 
 
+def _successor(prefix: str) -> str | None:
+    """The smallest string above every string that starts with ``prefix`` (None: no such bound)."""
+    stem = prefix.rstrip("\U0010ffff")
+    return stem[:-1] + chr(ord(stem[-1]) + 1) if stem else None
+
+
 @dataclass
 class _Lease:
     ttl: float
@@ -99,6 +105,13 @@ class MemoryStore:
         if keys_only:
             kvs = [dataclasses.replace(kv, value=b"") for kv in kvs]
         return ListResult(kvs, self._revision, more)
+
+    async def count(self, prefix: str) -> int:
+        await self._enter()
+        start = bisect.bisect_left(self._keys, prefix)
+        end = _successor(prefix)
+        stop = len(self._keys) if end is None else bisect.bisect_left(self._keys, end, lo=start)
+        return stop - start
 
     async def revision(self) -> int:
         await self._enter()

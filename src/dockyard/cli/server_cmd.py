@@ -1,0 +1,163 @@
+"""``dockyard server``: the control plane (the ECS API) with embedded defaults.
+
+Heavy imports (uvicorn, Starlette, botocore) happen inside the functions, so ``dockyard agent``,
+which shares the ``dockyard`` command, does not pay for them in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from dockyard.services.context import Env, Settings
+
+DEFAULT_STATE_DIR = Path(os.environ.get("DOCKYARD_STATE_DIR", str(Path.home() / ".dockyard")))
+log = logging.getLogger("dockyard")
+
+
+def server(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    state_dir: Path = typer.Option(DEFAULT_STATE_DIR, help="Where state, credentials and config live."),
+    store: str = typer.Option("", help="Store URL: sqlite:///path/state.db (default, under the state dir)."),
+    account_id: str = typer.Option("000000000000", help="The AWS account id resources belong to."),
+    region: str = typer.Option("us-east-1", help="The region written to the credentials profile."),
+    retention_seconds: float = typer.Option(3600.0, help="How long INACTIVE/deleted objects stay visible."),
+    retention_interval: float = typer.Option(60.0, help="How often expired objects are swept, seconds."),
+    signature_window: float = typer.Option(900.0, help="Accepted clock skew of signed requests, seconds."),
+    agent_timeout: float = typer.Option(30.0, help="Seconds without a poll before an agent is disconnected."),
+    stopped_task_retention: float = typer.Option(3600.0, help="How long STOPPED tasks stay describable."),
+    log_level: str = typer.Option("info", help="Log level."),
+) -> None:
+    """Run the control plane (the ECS API) with embedded defaults."""
+    import uvloop
+
+    from dockyard.services.context import Settings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = ServerOptions(
+        host=host,
+        port=port,
+        state_dir=state_dir,
+        store_url=store or f"sqlite:///{state_dir.resolve()}/state.db",
+        account_id=account_id,
+        region=region,
+        settings=Settings(
+            inactive_retention_seconds=retention_seconds,
+            retention_interval_seconds=retention_interval,
+            agent_timeout_seconds=agent_timeout,
+            stopped_task_retention_seconds=stopped_task_retention,
+            endpoint=f"http://{host}:{port}",
+        ),
+        signature_window=signature_window,
+    )
+    uvloop.run(serve(options))
+
+
+@dataclass
+class ServerOptions:
+    host: str
+    port: int
+    state_dir: Path
+    store_url: str
+    account_id: str
+    region: str
+    settings: Settings
+    signature_window: float
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+async def serve(
+    options: ServerOptions,
+    on_ready: Callable[[Env], Awaitable[None]] | None = None,
+    on_exit: Callable[[], None] | None = None,
+) -> None:
+    """Run the server until SIGINT/SIGTERM.
+
+    ``on_ready(env)`` runs once it accepts requests; ``on_exit()`` runs (synchronously) as soon as a
+    shutdown signal arrives, before in-flight requests finish.
+    """
+    import asyncio
+
+    import uvicorn
+
+    from dockyard.api.app import ApiConfig, create_app
+    from dockyard.api.credentials import PROFILE, KeyRing, write_cli_files
+    from dockyard.clock import SystemClock
+    from dockyard.services import retention
+    from dockyard.services.context import Env
+    from dockyard.store import open_store
+
+    options.state_dir.mkdir(parents=True, exist_ok=True)
+    clock = SystemClock()
+    store = open_store(options.store_url, clock)
+    env = Env(store=store, clock=clock, settings=options.settings)
+    keyring = KeyRing(store)
+    admin = await keyring.bootstrap_admin(
+        os.environ.get("DOCKYARD_ACCESS_KEY_ID"), os.environ.get("DOCKYARD_SECRET_ACCESS_KEY")
+    )
+    write_cli_files(options.state_dir, admin, options.region)
+    api = create_app(
+        env,
+        keyring,
+        ApiConfig(account_id=options.account_id, signature_window_seconds=options.signature_window),
+        background=[lambda: retention.run(env)],
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            env.stopping.set()  # long-polls answer now instead of holding the shutdown
+            if on_exit is not None:
+                on_exit()
+            super().handle_exit(sig, frame)
+
+    srv = Server(
+        uvicorn.Config(
+            api,
+            host=options.host,
+            port=options.port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=10,
+            backlog=4096,
+        )
+    )
+    log.info(
+        "dockyard server on %s (store %s)\n  AWS CLI: AWS_SHARED_CREDENTIALS_FILE=%s AWS_CONFIG_FILE=%s "
+        "aws --profile %s --endpoint-url %s ecs list-clusters",
+        options.endpoint,
+        options.store_url,
+        options.state_dir / "credentials",
+        options.state_dir / "config",
+        PROFILE,
+        options.endpoint,
+    )
+
+    async def when_ready() -> None:
+        while not srv.started:
+            if srv.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        if on_ready is not None:
+            await on_ready(env)
+
+    ready = asyncio.create_task(when_ready())
+    try:
+        await srv.serve()
+    finally:
+        ready.cancel()
+        await asyncio.gather(ready, return_exceptions=True)
+        await store.close()
