@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up and run Dockyard with its embedded defaults (SQLite state under ~/.dockyard).
-# Usage: bash scripts/run.sh [dockyard server options...]
+# Set up and run Dockyard with its embedded defaults: the server (SQLite state under ~/.dockyard)
+# and a local agent on this machine's Docker, registered to cluster "default".
+# Usage: bash scripts/run.sh [dockyard up options...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/dockyard server "$@"
+bash scripts/docker.sh
+exec .venv/bin/dockyard up "$@"
