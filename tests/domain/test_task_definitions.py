@@ -16,6 +16,7 @@ from dockyard.domain.task_definition_rules import draft, parse_task_cpu, parse_t
 from dockyard.domain.task_definitions import (
     ContainerDefinition,
     TaskDefinition,
+    TaskDefinitionFamily,
     TaskDefinitionStatus,
     delete_requested,
     deregistered,
@@ -236,6 +237,36 @@ def test_document_round_trip_and_lifecycle() -> None:
     )
     assert delete_requested(deleting, 50.0) == deleting
     assert TaskDefinition.from_wire(deleting.to_document()).to_document() == deleting.to_document()
+
+
+def test_family_record_counts_and_latest_active() -> None:
+    family, revisions = TaskDefinitionFamily("web").registered(3)
+    assert list(revisions) == [1, 2, 3]
+    assert family == TaskDefinitionFamily("web", last_revision=3, active=3, stored=3, latest_active=3)
+    assert family.every_revision_active and family.all_active and family.listed("ACTIVE")
+    assert family.needs_new_latest(3) and not family.needs_new_latest(2)
+    family = family.deregistered(2)  # not the latest: it stays
+    assert (family.active, family.latest_active, family.every_revision_active) == (2, 3, False)
+    family = family.deregistered(3, next_latest=1)
+    assert (family.active, family.latest_active, family.all_active) == (1, 1, False)
+    assert not family.needs_new_latest(1)  # the last ACTIVE one: nothing left to find
+    family = family.deregistered(1)
+    assert (family.active, family.latest_active) == (0, None)
+    assert family.listed("INACTIVE") and family.listed("ALL") and not family.listed("ACTIVE")
+    for _ in range(3):
+        family = family.removed()
+    assert family.stored == 0 and not family.listed("ALL") and not family.listed("INACTIVE")
+    family, revisions = family.registered(2)
+    assert list(revisions) == [4, 5] and family.latest_active == 5  # revisions are never reused
+    assert family.registered(0) == (family, range(6, 6))
+
+
+def test_family_record_documents() -> None:
+    family = TaskDefinitionFamily("web", last_revision=9, active=2, stored=4, latest_active=7)
+    assert TaskDefinitionFamily.from_document(family.to_document(), "web") == family
+    assert TaskDefinitionFamily.from_document({}, "api") == TaskDefinitionFamily("api")
+    legacy = {"family": "web", "lastRevision": 9, "activeRevisions": [3, 7], "storedRevisions": 4}
+    assert TaskDefinitionFamily.from_document(legacy, "web") == family
 
 
 def test_reserved_memory_prefers_the_reservation() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,9 @@ from dockyard.services import keys
 from dockyard.services import task_definitions as td
 from dockyard.services.context import Env, Principal, RequestContext
 from dockyard.store import open_store
+from dockyard.store.base import MAX_TXN_OPS, Compare, Conflict, Delete, ListResult, Put, TxnResult
+from dockyard.store.memory import MemoryStore
+from dockyard.store.sqlite import SqliteStore
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -94,6 +99,87 @@ async def test_concurrent_registrations_get_each_revision_once(env: Env) -> None
     assert await list_arns(env, familyPrefix="web") == [arn("web", r) for r in range(1, 33)]
 
 
+class RecordingStore(MemoryStore):
+    """A memory store that counts transactions and conflicts, and can run ``before_next_txn``
+    (e.g. another process's write) just before the next transaction."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeClock())
+        self.txns: list[int] = []  # operations per transaction
+        self.conflicts = 0
+        self.values_listed = 0  # rows that list() returned with their values
+        self.before_next_txn: Callable[[], Awaitable[object]] | None = None
+
+    async def txn(
+        self, compares: Sequence[Compare] = (), puts: Sequence[Put] = (), deletes: Sequence[Delete] = ()
+    ) -> TxnResult:
+        if self.before_next_txn is not None:
+            interloper, self.before_next_txn = self.before_next_txn, None
+            await interloper()
+        self.txns.append(len(compares) + len(puts) + len(deletes))
+        try:
+            return await super().txn(compares, puts, deletes)
+        except Conflict:
+            self.conflicts += 1
+            raise
+
+    async def list(
+        self,
+        prefix: str,
+        *,
+        start_after: str | None = None,
+        limit: int | None = None,
+        keys_only: bool = False,
+    ) -> ListResult:
+        page = await super().list(prefix, start_after=start_after, limit=limit, keys_only=keys_only)
+        self.values_listed += 0 if keys_only else len(page.kvs)
+        return page
+
+
+async def test_concurrent_registrations_commit_in_few_chunked_transactions() -> None:
+    store = RecordingStore()
+    env = Env(store=store, clock=FakeClock())
+    results = await asyncio.gather(*(register(env) for _ in range(200)))
+    assert sorted(r["revision"] for r in results) == list(range(1, 201))
+    assert store.conflicts == 0
+    assert 4 <= len(store.txns) <= 8 and max(store.txns) <= MAX_TXN_OPS  # 63 registrations a chunk
+    assert len(await list_arns(env)) == 200
+    assert (await register(env))["revision"] == 201
+    await store.close()
+
+
+async def test_a_conflicting_writer_makes_the_whole_batch_retry() -> None:
+    """Two coalescers (two processes) on one store: the other one takes revision 1 between our
+    read and our commit; our batch re-reads and retries at once, and no revision is taken twice."""
+    store = RecordingStore()
+    ours, theirs = Env(store=store, clock=FakeClock()), Env(store=store, clock=FakeClock())
+    store.before_next_txn = lambda: register(theirs)
+    results = await asyncio.gather(*(register(ours) for _ in range(5)))
+    assert sorted(r["revision"] for r in results) == [2, 3, 4, 5, 6]
+    assert store.conflicts == 1
+    assert await list_arns(ours) == [arn("web", r) for r in range(1, 7)]
+    await store.close()
+
+
+async def test_two_stores_on_one_sqlite_file_never_duplicate_revisions(tmp_path: Path) -> None:
+    """Two server processes on one SQLite file: each coalesces its own callers; the family
+    record's compare keeps their revisions distinct and consecutive."""
+    a = SqliteStore(tmp_path / "state.db", FakeClock())
+    b = SqliteStore(tmp_path / "state.db", FakeClock())
+    envs = [Env(store=a, clock=FakeClock()), Env(store=b, clock=FakeClock())]
+    try:
+        revisions: list[int] = []
+        for _ in range(3):  # waves, so the two batch in different ways and collide
+            results = await asyncio.gather(*(register(envs[i % 2]) for i in range(40)))
+            revisions += [r["revision"] for r in results]
+        assert sorted(revisions) == list(range(1, 121))
+        for env in envs:
+            assert await list_arns(env) == [arn("web", r) for r in range(1, 121)]
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_scopes_are_separate(env: Env) -> None:
     await register(env)
     out = await td.register_task_definition(env, OTHER, definition())
@@ -128,6 +214,49 @@ async def test_describe_family_means_latest_active(env: Env) -> None:
     assert out["taskDefinition"]["revision"] == 2
     inactive = await td.describe_task_definition(env, CTX, {"taskDefinition": "web:3"})
     assert inactive["taskDefinition"]["status"] == "INACTIVE"
+
+
+async def test_describe_family_after_the_latest_is_deregistered_skips_gaps(env: Env) -> None:
+    for _ in range(6):
+        await register(env)
+    for revision in (5, 4):
+        await td.deregister_task_definition(env, CTX, {"taskDefinition": f"web:{revision}"})
+    await td.delete_task_definitions(env, CTX, {"taskDefinitions": ["web:5"]})
+    assert await td.expire_task_definitions(env, env.clock.time() + 1) == 1
+    for revision, latest in ((6, 3), (2, 3), (3, 1), (1, None)):
+        await td.deregister_task_definition(env, CTX, {"taskDefinition": f"web:{revision}"})
+        if latest is None:
+            with pytest.raises(ClientError):
+                await td.describe_task_definition(env, CTX, {"taskDefinition": "web"})
+        else:
+            out = await td.describe_task_definition(env, CTX, {"taskDefinition": "web"})
+            assert out["taskDefinition"]["revision"] == latest
+    assert (await register(env))["revision"] == 7
+    assert (await td.describe_task_definition(env, CTX, {"taskDefinition": "web"}))["taskDefinition"][
+        "revision"
+    ] == 7
+
+
+async def test_the_family_record_stays_small(env: Env) -> None:
+    for _ in range(3):
+        await asyncio.gather(*(register(env) for _ in range(100)))
+    kv = await env.store.get(keys.taskdef_family(ACCOUNT, REGION, "web"))
+    assert kv is not None and len(kv.value) < 200
+
+
+async def test_an_earlier_family_record_shape_still_reads(env: Env) -> None:
+    """Records written before the counts listed every ACTIVE revision in ``activeRevisions``."""
+    for _ in range(3):
+        await register(env)
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:3"})
+    key = keys.taskdef_family(ACCOUNT, REGION, "web")
+    old = b'{"family":"web","lastRevision":3,"activeRevisions":[1,2],"storedRevisions":3}'
+    await env.store.txn(puts=[Put(key, old)])
+    out = await td.describe_task_definition(env, CTX, {"taskDefinition": "web"})
+    assert out["taskDefinition"]["revision"] == 2
+    assert await list_arns(env) == [arn("web", 1), arn("web", 2)]
+    assert await list_arns(env, status="INACTIVE") == [arn("web", 3)]
+    assert (await register(env))["revision"] == 4
 
 
 @pytest.mark.parametrize("ref", ["nope", "web:9", "nope:1", arn("nope", 1)])
@@ -190,6 +319,49 @@ async def test_list_filters_by_family_and_status(env: Env) -> None:
     assert await list_arns(env, status="INACTIVE") == [arn("web", 2)]
     assert await list_arns(env, status="DELETE_IN_PROGRESS") == [arn("web", 3)]
     assert await list_arns(env, status="ACTIVE") == [arn("web", 1), arn("webapp", 1)]
+
+
+async def test_list_matches_every_revision_status_after_random_changes(env: Env) -> None:
+    """Whichever way the family records let the listing read (counts only, keys only, or
+    documents), every status, order and page size lists what the revisions themselves say."""
+    rng = random.Random(7)
+    families = ["a", "a-b", "b"]
+    for _ in range(30):
+        await register(env, rng.choice(families))
+    for _ in range(25):
+        family = rng.choice(families)
+        page = await td.list_task_definitions(env, CTX, {"familyPrefix": family, "status": "ACTIVE"})
+        inactive = await list_arns(env, familyPrefix=family, status="INACTIVE")
+        step = rng.random()
+        if step < 0.5 and page["taskDefinitionArns"]:
+            ref = rng.choice(page["taskDefinitionArns"])
+            await td.deregister_task_definition(env, CTX, {"taskDefinition": ref})
+        elif step < 0.8 and inactive:
+            await td.delete_task_definitions(env, CTX, {"taskDefinitions": [rng.choice(inactive)]})
+        elif step < 0.9:
+            await td.expire_task_definitions(env, env.clock.time() + 1)
+        else:
+            await register(env, family)
+    truth: dict[str, list[str]] = {"ACTIVE": [], "INACTIVE": [], "DELETE_IN_PROGRESS": []}
+    for family in families:  # every stored revision, described one by one
+        record = await env.store.get(keys.taskdef_family(ACCOUNT, REGION, family))
+        assert record is not None
+        for revision in range(1, 40):
+            try:
+                out = await td.describe_task_definition(env, CTX, {"taskDefinition": f"{family}:{revision}"})
+            except ClientError:
+                continue
+            truth[out["taskDefinition"]["status"]].append(arn(family, revision))
+    assert all(truth.values()), "the random changes must leave revisions in every status"
+    for status, expected in truth.items():
+        for size in (1, 2, 3, 100):
+            assert await list_arns(env, status=status, maxResults=size) == expected
+            assert await list_arns(env, status=status, maxResults=size, sort="DESC") == expected[::-1]
+    for family in families:
+        active = [a for a in truth["ACTIVE"] if a.split("/")[1].split(":")[0] == family]
+        if active:
+            out = await td.describe_task_definition(env, CTX, {"taskDefinition": family})
+            assert out["taskDefinition"]["taskDefinitionArn"] == active[-1]
 
 
 @pytest.mark.parametrize(
@@ -320,6 +492,20 @@ async def test_family_listing_after_everything_is_removed(env: Env) -> None:
     assert await list_families(env) == []
     assert (await register(env))["revision"] == 2
     assert await list_families(env) == ["web"]
+
+
+async def test_expiry_reads_no_revision_of_a_family_with_every_revision_active() -> None:
+    store = RecordingStore()
+    env = Env(store=store, clock=FakeClock())
+    await asyncio.gather(*(register(env, "busy") for _ in range(50)), register(env, "a"), register(env, "z"))
+    for family in ("a", "z"):
+        await td.deregister_task_definition(env, CTX, {"taskDefinition": f"{family}:1"})
+        await td.delete_task_definitions(env, CTX, {"taskDefinitions": [f"{family}:1"]})
+    store.values_listed = 0
+    assert await td.expire_task_definitions(env, env.clock.time() + 1) == 2
+    assert store.values_listed == 2  # the two deleted revisions; none of "busy"'s fifty
+    assert await list_arns(env) == [arn("busy", r) for r in range(1, 51)]
+    await store.close()
 
 
 async def test_expire_scans_every_scope(env: Env) -> None:

@@ -14,6 +14,9 @@ Validation, normalisation of task cpu/memory and the derived ``compatibilities``
 ``requiresAttributes`` live in ``task_definition_rules``; this module is the data and its
 lifecycle: ACTIVE -> (DeregisterTaskDefinition) INACTIVE -> (DeleteTaskDefinitions)
 DELETE_IN_PROGRESS -> removed by the retention loop. Revisions are never reused.
+
+``TaskDefinitionFamily`` is a family's revision counter and counts, O(1) in size however many
+revisions the family has; the revisions themselves are documents of their own.
 """
 
 from __future__ import annotations
@@ -397,3 +400,94 @@ def delete_requested(td: TaskDefinition, now: float) -> TaskDefinition:
 
 def retagged(td: TaskDefinition, tags: Sequence[Tag]) -> TaskDefinition:
     return replace(td, tags=tuple(tags))
+
+
+# ---- the family record ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskDefinitionFamily:
+    """One family's revision counter and counts; never deleted, so revisions are never reused.
+
+    ``last_revision`` only grows (registration takes the next ones); ``active`` counts ACTIVE
+    revisions and ``stored`` every revision not yet removed (ACTIVE, INACTIVE or DELETE_IN_PROGRESS);
+    ``latest_active`` is what the bare family name resolves to (None when nothing is ACTIVE).
+    """
+
+    name: str
+    last_revision: int = 0
+    active: int = 0
+    stored: int = 0
+    latest_active: int | None = None
+
+    @staticmethod
+    def from_document(doc: Mapping[str, Any], name: str) -> TaskDefinitionFamily:
+        legacy = doc.get("activeRevisions")  # the earlier shape listed every ACTIVE revision
+        if legacy is not None and "activeCount" not in doc:
+            active, latest = len(legacy), max(legacy, default=None)
+        else:
+            active, latest = int(doc.get("activeCount", 0)), _opt_int(doc.get("latestActiveRevision"))
+        return TaskDefinitionFamily(
+            name=str(doc.get("family", name)),
+            last_revision=int(doc.get("lastRevision", 0)),
+            active=active,
+            stored=int(doc.get("storedRevisions", 0)),
+            latest_active=latest,
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "family": self.name,
+            "lastRevision": self.last_revision,
+            "activeCount": self.active,
+            "storedRevisions": self.stored,
+            "latestActiveRevision": self.latest_active,
+        }
+
+    @property
+    def all_active(self) -> bool:
+        """Every stored revision is ACTIVE."""
+        return self.active == self.stored
+
+    @property
+    def every_revision_active(self) -> bool:
+        """The ACTIVE revisions are exactly 1..last_revision (none deregistered or removed)."""
+        return self.active == self.stored == self.last_revision
+
+    def listed(self, status: str) -> bool:
+        """Whether ListTaskDefinitionFamilies shows the family for ``status`` (ACTIVE, INACTIVE, ALL)."""
+        if status == "ACTIVE":
+            return self.active > 0
+        if status == "INACTIVE":
+            return self.active == 0 and self.stored > 0
+        return self.stored > 0
+
+    def registered(self, count: int) -> tuple[TaskDefinitionFamily, range]:
+        """After registering ``count`` revisions at once: the record and their (consecutive) revisions."""
+        revisions = range(self.last_revision + 1, self.last_revision + count + 1)
+        return (
+            replace(
+                self,
+                last_revision=revisions[-1] if count else self.last_revision,
+                active=self.active + count,
+                stored=self.stored + count,
+                latest_active=revisions[-1] if count else self.latest_active,
+            ),
+            revisions,
+        )
+
+    def needs_new_latest(self, revision: int) -> bool:
+        """Deregistering ``revision`` leaves another ACTIVE revision to find as the latest."""
+        return revision == self.latest_active and self.active > 1
+
+    def deregistered(self, revision: int, next_latest: int | None = None) -> TaskDefinitionFamily:
+        """After ACTIVE ``revision`` became INACTIVE; ``next_latest``: the highest ACTIVE one below it,
+        needed when ``needs_new_latest(revision)``."""
+        latest = self.latest_active
+        if revision == latest:
+            latest = next_latest if self.active > 1 else None
+        return replace(self, active=max(0, self.active - 1), latest_active=latest)
+
+    def removed(self) -> TaskDefinitionFamily:
+        """After a DELETE_IN_PROGRESS revision's document was removed."""
+        return replace(self, stored=max(0, self.stored - 1))

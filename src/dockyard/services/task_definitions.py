@@ -2,20 +2,29 @@
 
 Two kinds of documents (see ``keys``):
 
-- the family record ``/taskdef-families/<account>/<region>/<family>``::
+- the family record ``/taskdef-families/<account>/<region>/<family>`` (``TaskDefinitionFamily``),
+  the same few fields however many revisions the family has::
 
-      {"family": F, "lastRevision": N, "activeRevisions": [..], "storedRevisions": M}
+      {"family": F, "lastRevision": N, "activeCount": A, "storedRevisions": S,
+       "latestActiveRevision": L}
 
   ``lastRevision`` is the revision counter: registration bumps it with compare-and-swap and creates
-  the revision's document with ``Compare.absent`` in the same transaction, so concurrent
+  the revisions' documents with ``Compare.absent`` in the same transaction, so concurrent
   registrations get distinct consecutive revisions and a revision is never reused, even after its
-  document is deleted (the record itself is never deleted). ``activeRevisions`` lets
-  DescribeTaskDefinition resolve "the latest ACTIVE revision" and ListTaskDefinitions list ACTIVE
-  ones without reading every revision; ``storedRevisions`` (documents not yet removed) tells
-  ListTaskDefinitionFamilies whether the family still exists. Register, deregister and expiry change
-  the record and the revision document in one transaction, comparing both.
+  document is deleted (the record itself is never deleted). ``latestActiveRevision`` is what a bare
+  family name resolves to; ``activeCount`` and ``storedRevisions`` (documents not yet removed) tell
+  ListTaskDefinitionFamilies which families to show and let ListTaskDefinitions skip reading
+  revision documents when their statuses follow from the counts (every revision ACTIVE, or none).
+  Every change of a revision's ACTIVE status or existence (register, deregister, expiry) changes the
+  record and the revision document in one transaction, comparing both.
 - the revision document ``/taskdefs/<account>/<region>/<family>/<revision:010d>``: the TaskDefinition
-  wire JSON plus its tags.
+  wire JSON plus its tags; listing by status reads these when the counts do not settle it.
+
+Registration throughput: concurrent RegisterTaskDefinition calls of one family in this process are
+coalesced (``coalescing.Coalescer``): one transaction registers a batch of consecutive revisions with
+one compare on the family record (chunked to the store's operation limit), instead of each call
+racing the others for the record and retrying. Across processes the compare still decides; a
+conflict re-reads and retries the whole batch.
 
 Lifecycle: ACTIVE -> DeregisterTaskDefinition -> INACTIVE -> DeleteTaskDefinitions ->
 DELETE_IN_PROGRESS -> ``expire_task_definitions`` (the retention loop) removes the document.
@@ -26,7 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -44,65 +53,24 @@ from dockyard.domain.task_definitions import (
     retagged,
 )
 from dockyard.services import keys
+from dockyard.services import taskdef_documents as docs
+from dockyard.services.coalescing import Coalescer
 from dockyard.services.context import Env, Request, RequestContext, Response
 from dockyard.services.operations import operation
 from dockyard.services.retry import retry_on_conflict
-from dockyard.store.base import Compare, Delete, KeyValue, Put
+from dockyard.store.base import MAX_TXN_OPS, Compare, Delete, KeyValue, Put, prefix_end
 
 DEFAULT_MAX_RESULTS = 100
 MAX_DELETE = 10
 TAGS = "TAGS"
+# one registration is two operations (the revision's absent compare and put), besides the
+# family record's compare and put
+MAX_BATCH = (MAX_TXN_OPS - 2) // 2
+REGISTRATIONS = "taskdef_registrations"  # Env.extras: this process's registration coalescer
 
 ACTIVE = TaskDefinitionStatus.ACTIVE
 INACTIVE = TaskDefinitionStatus.INACTIVE
 DELETE_IN_PROGRESS = TaskDefinitionStatus.DELETE_IN_PROGRESS
-
-
-# ---- documents -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FamilyRecord:
-    """The revision counter and index of one family (see the module docstring)."""
-
-    family: str
-    last_revision: int = 0
-    active: tuple[int, ...] = ()
-    stored: int = 0
-
-    @staticmethod
-    def read(kv: KeyValue | None, family: str) -> FamilyRecord:
-        if kv is None:
-            return FamilyRecord(family)
-        doc = orjson.loads(kv.value)
-        return FamilyRecord(
-            family=doc.get("family", family),
-            last_revision=int(doc.get("lastRevision", 0)),
-            active=tuple(doc.get("activeRevisions", ())),
-            stored=int(doc.get("storedRevisions", 0)),
-        )
-
-    def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "family": self.family,
-                "lastRevision": self.last_revision,
-                "activeRevisions": list(self.active),
-                "storedRevisions": self.stored,
-            }
-        )
-
-    @property
-    def latest_active(self) -> int | None:
-        return max(self.active) if self.active else None
-
-
-def _encode(td: TaskDefinition) -> bytes:
-    return orjson.dumps(td.to_document())
-
-
-def _decode(kv: KeyValue) -> TaskDefinition:
-    return TaskDefinition.from_wire(orjson.loads(kv.value))
 
 
 def _registered_by(ctx: RequestContext) -> str:
@@ -110,20 +78,6 @@ def _registered_by(ctx: RequestContext) -> str:
 
 
 # ---- reads ---------------------------------------------------------------------------------------
-
-
-async def _read_family(
-    env: Env, account: str, region: str, family: str
-) -> tuple[FamilyRecord, KeyValue | None]:
-    kv = await env.store.get(keys.taskdef_family(account, region, family))
-    return FamilyRecord.read(kv, family), kv
-
-
-async def _read_revision(
-    env: Env, account: str, region: str, family: str, revision: int
-) -> tuple[TaskDefinition, KeyValue] | None:
-    kv = await env.store.get(keys.taskdef(account, region, family, revision))
-    return (_decode(kv), kv) if kv is not None else None
 
 
 def _in_scope(ctx: RequestContext, ref: arns.TaskDefinitionRef) -> bool:
@@ -139,11 +93,11 @@ async def read_task_definition(
         return None
     revision = parsed.revision
     if revision is None:
-        family, _ = await _read_family(env, ctx.account_id, ctx.region, parsed.family)
+        family, _ = await docs.read_family(env, ctx.account_id, ctx.region, parsed.family)
         revision = family.latest_active
         if revision is None:
             return None
-    return await _read_revision(env, ctx.account_id, ctx.region, parsed.family, revision)
+    return await docs.read_revision(env, ctx.account_id, ctx.region, parsed.family, revision)
 
 
 async def resolve_task_definition(env: Env, ctx: RequestContext, ref: str) -> TaskDefinition | None:
@@ -155,34 +109,60 @@ async def resolve_task_definition(env: Env, ctx: RequestContext, ref: str) -> Ta
 # ---- RegisterTaskDefinition ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Registration:
+    proposed: TaskDefinition
+    registered_by: str
+
+
+_Family = tuple[str, str, str]  # account, region, family
+
+
 @operation("RegisterTaskDefinition")
 async def register_task_definition(env: Env, ctx: RequestContext, req: Request) -> Response:
     proposed = draft(req)
-    account, region = ctx.account_id, ctx.region
-    family_key = keys.taskdef_family(account, region, proposed.family)
-
-    async def attempt() -> TaskDefinition:
-        family, family_kv = await _read_family(env, account, region, proposed.family)
-        revision = family.last_revision + 1
-        td = registered(
-            proposed,
-            arn=arns.task_definition_arn(region, account, proposed.family, revision),
-            revision=revision,
-            now=env.clock.time(),
-            registered_by=_registered_by(ctx),
-        )
-        updated = replace(
-            family, last_revision=revision, active=(*family.active, revision), stored=family.stored + 1
-        )
-        revision_key = keys.taskdef(account, region, proposed.family, revision)
-        await env.store.txn(
-            [Compare.unchanged(family_kv, family_key), Compare.absent(revision_key)],
-            puts=[Put(family_key, updated.encode()), Put(revision_key, _encode(td))],
-        )
-        return td
-
-    td = await retry_on_conflict(attempt)
+    registrations = env.extras.get(REGISTRATIONS)
+    if registrations is None:
+        registrations = env.extras[REGISTRATIONS] = _registrations(env)
+    td: TaskDefinition = await registrations.submit(
+        (ctx.account_id, ctx.region, proposed.family), _Registration(proposed, _registered_by(ctx))
+    )
     return {"taskDefinition": td.to_wire(), "tags": tags_to_wire(td.tags)}
+
+
+def _registrations(env: Env) -> Coalescer[_Family, _Registration, TaskDefinition]:
+    async def commit(family: _Family, batch: Sequence[_Registration]) -> list[TaskDefinition]:
+        return await retry_on_conflict(lambda: _register(env, family, batch))
+
+    return Coalescer(commit, max_batch=MAX_BATCH)
+
+
+async def _register(env: Env, family: _Family, batch: Sequence[_Registration]) -> list[TaskDefinition]:
+    """Register ``batch`` as consecutive revisions of ``family`` in one transaction."""
+    account, region, name = family
+    record, record_kv = await docs.read_family(env, account, region, name)
+    updated, revisions = record.registered(len(batch))
+    now = env.clock.time()
+    tds = [
+        registered(
+            r.proposed,
+            arn=arns.task_definition_arn(region, account, name, revision),
+            revision=revision,
+            now=now,
+            registered_by=r.registered_by,
+        )
+        for r, revision in zip(batch, revisions, strict=True)
+    ]
+    record_key = keys.taskdef_family(account, region, name)
+    revision_keys = [keys.taskdef(account, region, name, revision) for revision in revisions]
+    await env.store.txn(
+        [Compare.unchanged(record_kv, record_key), *(Compare.absent(key) for key in revision_keys)],
+        puts=[
+            Put(record_key, docs.encode_record(updated)),
+            *(Put(key, docs.encode(td)) for key, td in zip(revision_keys, tds, strict=True)),
+        ],
+    )
+    return tds
 
 
 # ---- DescribeTaskDefinition ----------------------------------------------------------------------
@@ -243,49 +223,6 @@ def _check_status(value: Any, allowed: Iterable[str]) -> None:
         raise InvalidParameter(f"Invalid value '{value}' for status; valid values: {', '.join(options)}.")
 
 
-async def _families(env: Env, account: str, region: str, prefix: str = "") -> list[FamilyRecord]:
-    """Every family record whose name starts with ``prefix``, sorted by name."""
-    out: list[FamilyRecord] = []
-    start_after: str | None = None
-    while True:
-        page = await env.store.list(
-            keys.taskdef_families_prefix(account, region) + prefix, start_after=start_after, limit=500
-        )
-        out.extend(FamilyRecord.read(kv, kv.key.rsplit("/", 1)[-1]) for kv in page.kvs)
-        if not page.more or not page.kvs:
-            break
-        start_after = page.kvs[-1].key
-    return sorted(out, key=lambda f: f.family)
-
-
-async def _stored_revisions(env: Env, account: str, region: str, family: str) -> list[TaskDefinition]:
-    out: list[TaskDefinition] = []
-    start_after: str | None = None
-    while True:
-        page = await env.store.list(
-            keys.taskdefs_prefix(account, region, family), start_after=start_after, limit=500
-        )
-        out.extend(_decode(kv) for kv in page.kvs)
-        if not page.more or not page.kvs:
-            return out
-        start_after = page.kvs[-1].key
-
-
-async def _revisions(env: Env, account: str, region: str, family: FamilyRecord, status: str) -> list[int]:
-    """The family's revisions in ``status``, ascending."""
-    if status == ACTIVE:
-        return sorted(family.active)
-    if family.stored <= len(family.active):  # nothing but ACTIVE revisions left
-        return []
-    stored = await _stored_revisions(env, account, region, family.family)
-    return sorted(td.revision for td in stored if td.status == status)
-
-
-def _not_after(revision: int, last: int, descending: bool) -> bool:
-    """Whether ``revision`` was already listed on an earlier page that ended at ``last``."""
-    return revision >= last if descending else revision <= last
-
-
 @operation("ListTaskDefinitions")
 async def list_task_definitions(env: Env, ctx: RequestContext, req: Request) -> Response:
     status = req.get("status") or ACTIVE
@@ -300,23 +237,27 @@ async def list_task_definitions(env: Env, ctx: RequestContext, req: Request) -> 
 
     # familyPrefix names one whole family here (unlike ListTaskDefinitionFamilies)
     if req.get("familyPrefix"):
-        family, kv = await _read_family(env, account, region, req["familyPrefix"])
+        family, kv = await docs.read_family(env, account, region, req["familyPrefix"])
         families = [family] if kv is not None else []
     else:
-        families = await _families(env, account, region)
+        families = await docs.families(env, account, region)
 
-    found: list[tuple[str, int]] = []
-    for family in sorted(families, key=lambda f: f.family, reverse=descending):
-        name = family.family
+    found: list[tuple[str, int]] = []  # one more than a page tells whether there is a next one
+    for family in reversed(families) if descending else families:
+        name = family.name
         if after is not None and (name < after[0] if not descending else name > after[0]):
             continue
-        revisions = await _revisions(env, account, region, family, status)
-        for revision in reversed(revisions) if descending else revisions:
-            if after is not None and name == after[0] and _not_after(revision, after[1], descending):
-                continue
-            found.append((name, revision))
-            if len(found) > limit:
-                break
+        revisions = await docs.revisions(
+            env,
+            account,
+            region,
+            family,
+            status,
+            after=after[1] if after is not None and name == after[0] else None,
+            descending=descending,
+            want=limit + 1 - len(found),
+        )
+        found.extend((name, revision) for revision in revisions)
         if len(found) > limit:
             break
 
@@ -333,18 +274,8 @@ async def list_task_definition_families(env: Env, ctx: RequestContext, req: Requ
     _check_status(status, ["ACTIVE", "INACTIVE", "ALL"])
     limit = _max_results(req)
     after = _decode_token(req.get("nextToken"), (str,))
-
-    def wanted(f: FamilyRecord) -> bool:
-        if after is not None and f.family <= after[0]:
-            return False
-        if status == "ACTIVE":
-            return bool(f.active)
-        if status == "INACTIVE":
-            return not f.active and f.stored > 0
-        return f.stored > 0
-
-    families = await _families(env, ctx.account_id, ctx.region, req.get("familyPrefix") or "")
-    names = [f.family for f in families if wanted(f)]
+    families = await docs.families(env, ctx.account_id, ctx.region, req.get("familyPrefix") or "")
+    names = [f.name for f in families if f.listed(status) and (after is None or f.name > after[0])]
     out: Response = {"families": names[:limit]}
     if len(names) > limit:
         out["nextToken"] = _encode_token([names[limit - 1]])
@@ -373,7 +304,7 @@ async def deregister_task_definition(env: Env, ctx: RequestContext, req: Request
 
     async def attempt() -> TaskDefinition:
         found = (
-            await _read_revision(env, account, region, parsed.family, revision)
+            await docs.read_revision(env, account, region, parsed.family, revision)
             if _in_scope(ctx, parsed)
             else None
         )
@@ -386,12 +317,15 @@ async def deregister_task_definition(env: Env, ctx: RequestContext, req: Request
             )
         if td.status is INACTIVE:
             return td
-        family, family_kv = await _read_family(env, account, region, parsed.family)
-        updated = replace(family, active=tuple(r for r in family.active if r != revision))
+        family, family_kv = await docs.read_family(env, account, region, parsed.family)
+        next_latest = None
+        if family.needs_new_latest(revision):
+            next_latest = await docs.active_below(env, account, region, parsed.family, revision)
+        updated = family.deregistered(revision, next_latest)
         inactive = deregistered(td, env.clock.time())
         await env.store.txn(
             [Compare.unchanged(kv, kv.key), Compare.unchanged(family_kv, family_key)],
-            puts=[Put(kv.key, _encode(inactive)), Put(family_key, updated.encode())],
+            puts=[Put(kv.key, docs.encode(inactive)), Put(family_key, docs.encode_record(updated))],
         )
         return inactive
 
@@ -433,7 +367,7 @@ async def _delete_one(env: Env, ctx: RequestContext, ref: str) -> TaskDefinition
 
     async def attempt() -> TaskDefinition:
         found = (
-            await _read_revision(env, ctx.account_id, ctx.region, parsed.family, revision)
+            await docs.read_revision(env, ctx.account_id, ctx.region, parsed.family, revision)
             if _in_scope(ctx, parsed)
             else None
         )
@@ -447,7 +381,7 @@ async def _delete_one(env: Env, ctx: RequestContext, ref: str) -> TaskDefinition
         if td.status is DELETE_IN_PROGRESS:
             return td
         deleting = delete_requested(td, env.clock.time())
-        await env.store.txn([Compare.unchanged(kv, kv.key)], puts=[Put(kv.key, _encode(deleting))])
+        await env.store.txn([Compare.unchanged(kv, kv.key)], puts=[Put(kv.key, docs.encode(deleting))])
         return deleting
 
     return await retry_on_conflict(attempt)
@@ -461,29 +395,44 @@ async def expire_task_definitions(
 ) -> int:
     """Remove DELETE_IN_PROGRESS revisions whose deletion was requested before ``older_than``.
 
-    Scans one account and region, or every scope when ``account`` is None. Family records stay,
-    so removed revisions are never reused. Returns how many revisions were removed.
+    Scans one account and region, or every scope when ``account`` is None, family by family: a
+    family whose record says every stored revision is ACTIVE is skipped without reading its
+    revisions. Family records stay, so removed revisions are never reused. Returns how many
+    revisions were removed.
     """
     prefix = keys.taskdefs_prefix(account, region) if account is not None else keys.taskdefs_prefix()
     removed = 0
     start_after: str | None = None
+    while True:  # one family at a time: its first revision's key names it
+        first = await env.store.list(prefix, start_after=start_after, limit=1, keys_only=True)
+        if not first.kvs:
+            return removed
+        # /taskdefs/<account>/<region>/<family>/<revision>
+        _, _, scope_account, scope_region, family, _ = first.kvs[0].key.split("/")
+        record_kv = await env.store.get(keys.taskdef_family(scope_account, scope_region, family))
+        family_prefix = keys.taskdefs_prefix(scope_account, scope_region, family)
+        if record_kv is None or not docs.read_record(record_kv, family).all_active:
+            removed += await _expire_family(env, family_prefix, older_than)
+        start_after = prefix_end(family_prefix)
+
+
+async def _expire_family(env: Env, family_prefix: str, older_than: float) -> int:
+    removed = 0
+    start_after: str | None = None
     while True:
-        page = await env.store.list(prefix, start_after=start_after, limit=500)
+        page = await env.store.list(family_prefix, start_after=start_after, limit=docs.PAGE)
         for kv in page.kvs:
-            td = _decode(kv)
-            if _expired(td, older_than) and await _remove(env, kv.key, older_than):
+            if _expired(orjson.loads(kv.value), older_than) and await _remove(env, kv.key, older_than):
                 removed += 1
         if not page.more or not page.kvs:
             return removed
         start_after = page.kvs[-1].key
 
 
-def _expired(td: TaskDefinition, older_than: float) -> bool:
-    return (
-        td.status is DELETE_IN_PROGRESS
-        and td.delete_requested_at is not None
-        and td.delete_requested_at < older_than
-    )
+def _expired(doc: Mapping[str, Any], older_than: float) -> bool:
+    """Whether a revision document is DELETE_IN_PROGRESS since before ``older_than``."""
+    at = doc.get("deleteRequestedAt")
+    return doc.get("status") == DELETE_IN_PROGRESS and at is not None and float(at) < older_than
 
 
 async def _remove(env: Env, key: str, older_than: float) -> bool:
@@ -493,17 +442,16 @@ async def _remove(env: Env, key: str, older_than: float) -> bool:
 
     async def attempt() -> bool:
         kv = await env.store.get(key)
-        if kv is None or not _expired(_decode(kv), older_than):
+        if kv is None or not _expired(orjson.loads(kv.value), older_than):
             return False
         family_kv = await env.store.get(family_key)
         if family_kv is None:  # no record to keep in step (should not happen)
             await env.store.txn([Compare.unchanged(kv, key)], deletes=[Delete(key)])
             return True
-        record = FamilyRecord.read(family_kv, family)
-        updated = replace(record, stored=max(0, record.stored - 1))
+        updated = docs.read_record(family_kv, family).removed()
         await env.store.txn(
             [Compare.unchanged(kv, key), Compare.unchanged(family_kv, family_key)],
-            puts=[Put(family_key, updated.encode())],
+            puts=[Put(family_key, docs.encode_record(updated))],
             deletes=[Delete(key)],
         )
         return True
@@ -518,7 +466,7 @@ async def _tagged_revision(env: Env, ctx: RequestContext, arn: str) -> tuple[Tas
     parsed = arns.parse_task_definition(arn)
     found = None
     if parsed.revision is not None and _in_scope(ctx, parsed):
-        found = await _read_revision(env, ctx.account_id, ctx.region, parsed.family, parsed.revision)
+        found = await docs.read_revision(env, ctx.account_id, ctx.region, parsed.family, parsed.revision)
     if found is None:
         raise ResourceNotFound("The specified task definition does not exist.")
     return found
@@ -532,7 +480,9 @@ async def retag_task_definition(
     async def attempt() -> tuple[Tag, ...]:
         td, kv = await _tagged_revision(env, ctx, arn)
         tags = change(td.tags)
-        await env.store.txn([Compare.unchanged(kv, kv.key)], puts=[Put(kv.key, _encode(retagged(td, tags)))])
+        await env.store.txn(
+            [Compare.unchanged(kv, kv.key)], puts=[Put(kv.key, docs.encode(retagged(td, tags)))]
+        )
         return tags
 
     return await retry_on_conflict(attempt)

@@ -21,7 +21,8 @@ times cheaper than a hop to a thread pool (and no GIL hand-off between threads).
 not known up front (``limit=None`` or above the inline bound) first tries the bound on the caller's
 thread and, only when more rows remain, reads again in the default executor, so a large read never
 stalls the loop for long and a small one never pays for the hop. Counts cost far less per key than
-rows, so their bound is higher.
+rows, so their bound is higher. An inline page of more than a few dozen rows yields to the loop once,
+so a caller paging through a large prefix lets other requests run between its pages.
 
 Watches read the ``changes`` table (the change log, one row per event, ``(rev, seq)`` ordered).
 After each commit the writer wakes this process's watchers; a per-loop poller also checks the
@@ -78,6 +79,7 @@ _MAX_BATCH = 256  # jobs per commit
 # part (SQLite's own work) is worth the hop to a thread.
 _INLINE_ROWS = 512
 _INLINE_COUNT = 20_000
+_YIELD_ROWS = 64  # an inline read of more rows than this yields to the event loop once
 _WATCH_WINDOW = 256  # revisions a watcher reads per query while catching up
 _BUSY_TIMEOUT_S = 10.0
 
@@ -166,12 +168,13 @@ class SqliteStore:
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
         await self._enter()
-        if limit and limit <= _INLINE_ROWS:
-            return self._list(prefix, start_after, limit, keys_only)
-        page = self._list(prefix, start_after, _INLINE_ROWS, keys_only)  # often all there is
-        if not page.more:
-            return page
-        return await asyncio.to_thread(self._list, prefix, start_after, limit, keys_only)
+        bounded = limit is not None and 0 < limit <= _INLINE_ROWS
+        page = self._list(prefix, start_after, limit if bounded else _INLINE_ROWS, keys_only)
+        if not bounded and page.more:  # more than the bound: read it all on a thread
+            return await asyncio.to_thread(self._list, prefix, start_after, limit, keys_only)
+        if len(page.kvs) > _YIELD_ROWS:
+            await asyncio.sleep(0)  # so a caller paging through many rows lets the loop run between pages
+        return page
 
     async def count(self, prefix: str) -> int:
         await self._enter()

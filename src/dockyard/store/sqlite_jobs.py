@@ -110,7 +110,14 @@ def txn(
     conn: sqlite3.Connection,
     batch: Batch,
 ) -> TxnResult:
-    failed = [c.key for c in compares if not c.holds(_read(conn, c.key))]
+    current: dict[str, KeyValue | None] = {}  # each key read once (written keys are distinct)
+
+    def read(key: str) -> KeyValue | None:
+        if key not in current:
+            current[key] = _read(conn, key)
+        return current[key]
+
+    failed = [c.key for c in compares if not c.holds(read(c.key))]
     if failed:
         raise Conflict(failed)
     for lease in {p.lease for p in puts if p.lease}:
@@ -118,26 +125,28 @@ def txn(
             raise LeaseNotFound(f"lease {lease} not found")
     rev = batch.revision + 1
     prev: dict[str, KeyValue] = {}
-    seq = 0
-    for p in puts:
-        old = _read(conn, p.key)
+    rows: list[tuple[bytes, bytes, int, int, int, int]] = []  # kv rows
+    log: list[tuple[int, int, bytes, bytes, int, int, int]] = []  # their change-log rows
+    for seq, p in enumerate(puts):
+        old = read(p.key)
         create, version = (rev, 1) if old is None else (old.create_revision, old.version + 1)
         if old is not None:
             prev[p.key] = old
         key = p.key.encode()
-        conn.execute(_UPSERT_KV, (key, p.value, create, rev, version, p.lease))
-        conn.execute(_LOG_PUT, (rev, seq, key, p.value, create, version, p.lease))
-        seq += 1
+        rows.append((key, p.value, create, rev, version, p.lease))
+        log.append((rev, seq, key, p.value, create, version, p.lease))
+    gone: list[bytes] = []
     for d in deletes:
-        old = _read(conn, d.key)
-        if old is None:
-            continue
-        prev[d.key] = old
-        conn.execute("DELETE FROM kv WHERE key = ?", (d.key.encode(),))
-        conn.execute(_LOG_DELETE, (rev, seq, d.key.encode()))
-        seq += 1
-    if seq == 0:
+        old = read(d.key)
+        if old is not None:
+            prev[d.key] = old
+            gone.append(d.key.encode())
+    if not rows and not gone:
         return TxnResult(batch.revision, prev)
+    conn.executemany(_UPSERT_KV, rows)
+    conn.executemany(_LOG_PUT, log)
+    conn.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in gone])
+    conn.executemany(_LOG_DELETE, [(rev, len(rows) + i, key) for i, key in enumerate(gone)])
     batch.revision = rev
     return TxnResult(rev, prev)
 

@@ -1,0 +1,130 @@
+"""Where task definitions live in the store, and how to read them (see ``task_definitions``).
+
+The family record (``TaskDefinitionFamily``) at ``keys.taskdef_family`` and one document per
+revision at ``keys.taskdef``. Listing revisions by status reads the family record's counts first and
+the revision documents only when the counts do not settle it.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from dockyard.domain.task_definitions import TaskDefinition, TaskDefinitionFamily, TaskDefinitionStatus
+from dockyard.services import keys
+from dockyard.services.context import Env
+from dockyard.store.base import KeyValue
+
+PAGE = 256  # documents read per store call when scanning
+ACTIVE = TaskDefinitionStatus.ACTIVE
+
+
+def read_record(kv: KeyValue | None, family: str) -> TaskDefinitionFamily:
+    return (
+        TaskDefinitionFamily(family)
+        if kv is None
+        else TaskDefinitionFamily.from_document(orjson.loads(kv.value), family)
+    )
+
+
+def encode_record(record: TaskDefinitionFamily) -> bytes:
+    return orjson.dumps(record.to_document())
+
+
+def encode(td: TaskDefinition) -> bytes:
+    return orjson.dumps(td.to_document())
+
+
+def decode(kv: KeyValue) -> TaskDefinition:
+    return TaskDefinition.from_wire(orjson.loads(kv.value))
+
+
+async def read_family(
+    env: Env, account: str, region: str, family: str
+) -> tuple[TaskDefinitionFamily, KeyValue | None]:
+    kv = await env.store.get(keys.taskdef_family(account, region, family))
+    return read_record(kv, family), kv
+
+
+async def read_revision(
+    env: Env, account: str, region: str, family: str, revision: int
+) -> tuple[TaskDefinition, KeyValue] | None:
+    kv = await env.store.get(keys.taskdef(account, region, family, revision))
+    return (decode(kv), kv) if kv is not None else None
+
+
+async def families(env: Env, account: str, region: str, prefix: str = "") -> list[TaskDefinitionFamily]:
+    """Every family record whose name starts with ``prefix``, sorted by name."""
+    out: list[TaskDefinitionFamily] = []
+    start_after: str | None = None
+    while True:
+        page = await env.store.list(
+            keys.taskdef_families_prefix(account, region) + prefix, start_after=start_after, limit=PAGE
+        )
+        out.extend(read_record(kv, kv.key.rsplit("/", 1)[-1]) for kv in page.kvs)
+        if not page.more or not page.kvs:
+            break
+        start_after = page.kvs[-1].key
+    return sorted(out, key=lambda f: f.name)
+
+
+def revision_of(key: str) -> int:
+    return int(key.rsplit("/", 1)[-1])
+
+
+def status_of(kv: KeyValue) -> str:
+    return str(orjson.loads(kv.value).get("status"))
+
+
+async def revisions(
+    env: Env,
+    account: str,
+    region: str,
+    family: TaskDefinitionFamily,
+    status: str,
+    *,
+    after: int | None,
+    descending: bool,
+    want: int,
+) -> list[int]:
+    """Up to ``want`` of the family's revisions in ``status``, in listing order, past ``after``."""
+    if (status == ACTIVE and family.active == 0) or (status != ACTIVE and family.all_active):
+        return []
+    if status == ACTIVE and family.every_revision_active:  # 1..lastRevision: nothing to read
+        last = family.last_revision
+        if descending:
+            top = last if after is None else min(last, after - 1)
+            return list(range(top, max(top - want, 0), -1))
+        low = 1 if after is None else max(1, after + 1)
+        return list(range(low, min(last, low + want - 1) + 1))
+    keys_only = status == ACTIVE and family.all_active  # every stored revision is ACTIVE
+    prefix = keys.taskdefs_prefix(account, region, family.name)
+    start_after = None
+    if after is not None and not descending:
+        start_after = keys.taskdef(account, region, family.name, after)
+    found: list[int] = []
+    while True:  # the store pages upwards only: a descending listing reads up to ``after``
+        page = await env.store.list(prefix, start_after=start_after, limit=PAGE, keys_only=keys_only)
+        for kv in page.kvs:
+            revision = revision_of(kv.key)
+            if descending and after is not None and revision >= after:
+                return found[::-1][:want]
+            if keys_only or status_of(kv) == status:
+                found.append(revision)
+        if not descending and len(found) >= want:
+            return found[:want]
+        if not page.more or not page.kvs:
+            return found[::-1][:want] if descending else found
+        start_after = page.kvs[-1].key
+
+
+async def active_below(env: Env, account: str, region: str, family: str, revision: int) -> int | None:
+    """The highest ACTIVE revision below ``revision``, probing downwards (usually the next one down).
+
+    Consistent with the family record read before it: every change of a revision's ACTIVE status
+    also writes the record, which the caller's transaction compares.
+    """
+    for candidate in range(revision - 1, 0, -1):
+        kv = await env.store.get(keys.taskdef(account, region, family, candidate))
+        if kv is not None and status_of(kv) == ACTIVE:
+            return candidate
+    return None
