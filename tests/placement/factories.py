@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
 import orjson
 
 from dockyard.domain.container_instances import Allocation, ContainerInstance
 from dockyard.domain.resources import Resources
+from dockyard.domain.tasks import Container, Task
 from dockyard.placement import keys
 from dockyard.placement.keys import Scope
+from dockyard.scheduler import Placement, TaskAsk
 from dockyard.store.base import Put, StateStore
 
 SCOPE = Scope("000000000000", "us-east-1", "c")
@@ -26,6 +31,7 @@ async def add_instance(
     ports: frozenset[int] = frozenset({22}),
     connected: bool = True,
     scope: Scope = SCOPE,
+    attributes: dict[str, str | None] | None = None,
 ) -> ContainerInstance:
     instance = ContainerInstance(
         arn=instance_arn(instance_id, scope),
@@ -33,7 +39,7 @@ async def add_instance(
         cluster=scope.cluster,
         ec2_instance_id="i-" + instance_id,
         registered=Resources(cpu, memory, ports),
-        attributes=(("ecs.os-type", "linux"),),
+        attributes=tuple((attributes if attributes is not None else {"ecs.os-type": "linux"}).items()),
     )
     puts = [
         Put(keys.instance(scope, instance_id), orjson.dumps(instance.to_document())),
@@ -44,3 +50,33 @@ async def add_instance(
         puts.append(Put(keys.liveness(scope, instance_id), b"{}", lease=lease))
     await store.txn([], puts)
     return instance
+
+
+_ids = itertools.count()
+
+
+def builder(ask: TaskAsk, group: str = "family:f") -> Callable[[int, Placement], Task]:
+    """A TaskBuilder making minimal task documents of ``group`` that reserve ``ask.needs``."""
+
+    def build(index: int, p: Placement) -> Task:
+        task_id = f"t{next(_ids)}"
+        return Task(
+            arn=f"arn:aws:ecs:us-east-1:000000000000:task/c/{task_id}",
+            id=task_id,
+            cluster="c",
+            cluster_arn="arn:aws:ecs:us-east-1:000000000000:cluster/c",
+            task_definition_arn="arn:aws:ecs:us-east-1:000000000000:task-definition/f:1",
+            container_instance_arn=p.instance_arn,
+            instance_id=p.instance_id,
+            containers=(Container("web", f"arn:c/{task_id}", "busybox"),),
+            reservation=ask.needs,
+            created_at=0.0,
+            group=group,
+        )
+
+    return build
+
+
+async def allocations(store: StateStore, scope: Scope = SCOPE) -> dict[str, Allocation]:
+    page = await store.list(keys.prefix(keys.ALLOCATIONS, scope))
+    return {kv.key.rsplit("/", 1)[1]: Allocation.from_document(orjson.loads(kv.value)) for kv in page.kvs}

@@ -134,10 +134,17 @@ def _attributes_wire(attributes: Iterable[Attribute]) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Allocation:
-    """What placement reserved on one instance (per task id) and the status it must respect."""
+    """What placement reserved on one instance (per task id) and the status it must respect.
+
+    ``groups`` names each reserving task's task group (RunTask's ``group``, ``service:NAME``), so
+    the record placement compares also answers "which groups run here" for ``spread`` and
+    ``distinctInstance``: two placers racing for one instance conflict on this record, never decide
+    from a stale view of its groups.
+    """
 
     status: InstanceStatus = InstanceStatus.ACTIVE
     tasks: Mapping[str, Resources] = field(default_factory=dict)
+    groups: Mapping[str, str] = field(default_factory=dict)  # task id -> task group
 
     def reserved(self) -> Resources:
         return total(self.tasks.values())
@@ -145,21 +152,42 @@ class Allocation:
     def left_of(self, registered: Resources) -> Resources:
         return remaining(registered, self.reserved())
 
-    def with_tasks(self, reservations: Mapping[str, Resources]) -> Allocation:
-        return replace(self, tasks={**self.tasks, **reservations})
+    def group_counts(self) -> dict[str, int]:
+        """How many reserving tasks each group has here."""
+        counts: dict[str, int] = {}
+        for task_id, group in self.groups.items():
+            if task_id in self.tasks:
+                counts[group] = counts.get(group, 0) + 1
+        return counts
+
+    def with_tasks(
+        self, reservations: Mapping[str, Resources], groups: Mapping[str, str] | None = None
+    ) -> Allocation:
+        return replace(self, tasks={**self.tasks, **reservations}, groups={**self.groups, **(groups or {})})
 
     def without(self, task_ids: Iterable[str]) -> Allocation:
         drop = set(task_ids)
-        return replace(self, tasks={k: v for k, v in self.tasks.items() if k not in drop})
+        return replace(
+            self,
+            tasks={k: v for k, v in self.tasks.items() if k not in drop},
+            groups={k: v for k, v in self.groups.items() if k not in drop},
+        )
 
     def to_document(self) -> dict[str, Any]:
-        return {"status": self.status.value, "tasks": {k: v.to_document() for k, v in self.tasks.items()}}
+        doc: dict[str, Any] = {
+            "status": self.status.value,
+            "tasks": {k: v.to_document() for k, v in self.tasks.items()},
+        }
+        if self.groups:
+            doc["groups"] = dict(self.groups)
+        return doc
 
     @staticmethod
     def from_document(doc: Mapping[str, Any]) -> Allocation:
         return Allocation(
             status=InstanceStatus(doc.get("status", "ACTIVE")),
             tasks={k: Resources.from_document(v) for k, v in (doc.get("tasks") or {}).items()},
+            groups=dict(doc.get("groups") or {}),
         )
 
 

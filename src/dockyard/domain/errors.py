@@ -16,7 +16,9 @@ The api layer maps them to ``{"__type": code, "message": message}`` in one place
           ├── InvalidParameter                      InvalidParameterException
           ├── ClusterNotFound                       ClusterNotFoundException
           ├── ClusterContainsServices / Tasks / ContainerInstances
+          ├── ServiceNotFound, ServiceNotActive
           ├── ResourceNotFound, ResourceInUse, LimitExceeded, UnsupportedFeature
+          ├── TargetNotFound, AttributeLimitExceeded  (PutAttributes / DeleteAttributes)
           └── ServerError                           ServerException (500)
 """
 
@@ -93,6 +95,14 @@ class ClusterContainsContainerInstances(EcsError):
     code = "ClusterContainsContainerInstancesException"
 
 
+class ServiceNotFound(EcsError):
+    code = "ServiceNotFoundException"
+
+
+class ServiceNotActive(EcsError):
+    code = "ServiceNotActiveException"
+
+
 class ResourceNotFound(EcsError):
     code = "ResourceNotFoundException"
 
@@ -103,6 +113,14 @@ class ResourceInUse(EcsError):
 
 class LimitExceeded(EcsError):
     code = "LimitExceededException"
+
+
+class TargetNotFound(EcsError):
+    code = "TargetNotFoundException"
+
+
+class AttributeLimitExceeded(EcsError):
+    code = "AttributeLimitExceededException"
 
 
 class UnsupportedFeature(EcsError):

@@ -9,6 +9,11 @@ Read-your-writes: ``sync()`` waits until the cache has applied the store's curre
 cheap ``revision()`` read), so a handler that just committed, or a client that just got an answer,
 sees its own writes.
 
+Per cluster the cache also keeps the scheduler's ``InstanceIndex``: one ``InstanceView`` per
+instance (registration + allocation record + liveness + running count), re-built for just the
+instance a change touches, so a placement decision reads an index that is already current instead
+of building a snapshot of every instance.
+
 Per instance the cache keeps the **desired-set revision** (docs/agent-protocol.md section 2): the
 highest store revision that changed the instance's registration or any task assigned to it. Store
 revisions are global and increase, so the value is comparable across restarts and server replicas,
@@ -29,11 +34,14 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from dockyard.domain.container_instances import Allocation, ContainerInstance, InstanceStatus
+from dockyard.domain.resources import remaining
 from dockyard.domain.task_lifecycle import in_desired_set
 from dockyard.domain.task_status import TaskStatus
 from dockyard.domain.tasks import Task
 from dockyard.placement import keys
+from dockyard.placement.inflight import InFlight, PlacementStats
 from dockyard.placement.keys import Scope
+from dockyard.scheduler import InstanceIndex, InstanceView
 from dockyard.store.base import Compacted, EventType, KeyValue, StateStore, StoreClosed, WatchEvent
 
 log = logging.getLogger("dockyard.placement.cache")
@@ -63,16 +71,22 @@ class ScopeState:
     tasks_by_instance: dict[str, set[str]] = field(default_factory=dict)
     status_counts: Counter[TaskStatus] = field(default_factory=Counter)
     desired_revision: dict[str, int] = field(default_factory=dict)
+    running: Counter[str] = field(default_factory=Counter)  # instance id -> RUNNING tasks
+    index: InstanceIndex = field(default_factory=InstanceIndex)
+    arns: dict[str, str] = field(default_factory=dict)  # instance id -> ARN (what the index is keyed by)
 
     def revision_of(self, kind: str, name: str) -> int:
         """The mod_revision the cache holds for a document (0: none)."""
-        tables: dict[str, Any] = {
-            keys.INSTANCES: self.instances,
-            keys.ALLOCATIONS: self.allocations,
-            keys.LIVENESS: self.liveness,
-            keys.TASKS: self.tasks,
-        }
-        entry = tables[kind].get(name)
+        table: dict[str, Any]
+        if kind == keys.TASKS:
+            table = self.tasks
+        elif kind == keys.ALLOCATIONS:
+            table = self.allocations
+        elif kind == keys.INSTANCES:
+            table = self.instances
+        else:
+            table = self.liveness
+        entry = table.get(name)
         return entry.mod_revision if entry is not None else 0
 
 
@@ -88,6 +102,9 @@ class ClusterCache:
         self._ready = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._loading = False
+        self.inflight = InFlight()  # decisions of this process being committed (placement.commit)
+        self.stats = PlacementStats()
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -185,6 +202,25 @@ class ClusterCache:
     def scopes(self) -> Iterable[Scope]:
         return list(self._scopes)
 
+    def index(self, scope: Scope) -> InstanceIndex:
+        """The scheduler's index of the cluster's instances (current as of ``applied_revision``)."""
+        st = self._scopes.get(scope)
+        if st is None:
+            st = self._scopes[scope] = ScopeState()
+        return st.index
+
+    def view(
+        self, scope: Scope, instance_id: str, allocation: Entry[Allocation] | None = None
+    ) -> InstanceView | None:
+        """The instance as placement sees it; with ``allocation``, as that record says (a fresher
+        copy read from the store after a conflict)."""
+        st = self.scope(scope)
+        entry = st.instances.get(instance_id)
+        alloc = allocation if allocation is not None else st.allocations.get(instance_id)
+        if entry is None or alloc is None:
+            return None
+        return instance_view(entry.value, alloc, instance_id in st.liveness, st.running[instance_id])
+
     # ---- feeding ---------------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -218,9 +254,16 @@ class ClusterCache:
         start = min(r.revision for r in listed.values())
         previous = self._scopes
         self._scopes = {}
-        for kind, result in listed.items():
-            for kv in result.kvs:
-                self._put(kind, kv)
+        self._loading = True
+        try:
+            for kind, result in listed.items():
+                for kv in result.kvs:
+                    self._put(kind, kv)
+        finally:
+            self._loading = False
+        for st in self._scopes.values():
+            for instance_id in list(st.instances):
+                self._refresh(st, instance_id)
         for scope, old in previous.items():  # the desired-set revision never goes back
             st = self._scopes.setdefault(scope, ScopeState())
             for instance_id, rev in old.desired_revision.items():
@@ -255,18 +298,23 @@ class ClusterCache:
         parsed = keys.parse(kv.key)
         assert parsed is not None
         _, scope, name = parsed
-        st = self._scopes.setdefault(scope, ScopeState())
+        st = self._scopes.get(scope)
+        if st is None:
+            st = self._scopes[scope] = ScopeState()
         if st.revision_of(kind, name) >= kv.mod_revision:
             return  # the list already showed something newer
         try:
             if kind == keys.LIVENESS:
                 st.liveness[name] = Entry(None, kv.mod_revision, kv.version, kv.lease)
+                self._refresh(st, name)
                 return
             doc = orjson.loads(kv.value)
             if kind == keys.ALLOCATIONS:
                 st.allocations[name] = Entry(Allocation.from_document(doc), kv.mod_revision, kv.version)
+                self._refresh(st, name)
             elif kind == keys.INSTANCES:
                 st.instances[name] = Entry(ContainerInstance.from_document(doc), kv.mod_revision, kv.version)
+                self._refresh(st, name)
                 self._changed(scope, st, name, kv.mod_revision)
             else:
                 task = Task.from_document(doc)
@@ -283,10 +331,13 @@ class ClusterCache:
             return  # absent, or the list already showed something newer
         if kind == keys.LIVENESS:
             del st.liveness[name]
+            self._refresh(st, name)
         elif kind == keys.ALLOCATIONS:
             del st.allocations[name]
+            self._refresh(st, name)
         elif kind == keys.INSTANCES:
             del st.instances[name]
+            self._refresh(st, name)
             self._changed(scope, st, name, revision)
         else:
             task = st.tasks.pop(name).value
@@ -304,6 +355,32 @@ class ClusterCache:
         if new is not None:
             st.status_counts[new.last_status] += 1
             st.tasks_by_instance.setdefault(new.instance_id, set()).add(new.id)
+        was = old is not None and old.last_status is TaskStatus.RUNNING
+        now = new is not None and new.last_status is TaskStatus.RUNNING
+        if was and old is not None:
+            st.running[old.instance_id] -= 1
+            if st.running[old.instance_id] <= 0:
+                del st.running[old.instance_id]
+        if now and new is not None:
+            st.running[new.instance_id] += 1
+        if was != now or (was and old is not None and new is not None and old.instance_id != new.instance_id):
+            for instance_id in {t.instance_id for t in (old, new) if t is not None}:
+                self._refresh(st, instance_id)
+
+    def _refresh(self, st: ScopeState, instance_id: str) -> None:
+        """Re-build one instance's view in the scheduler's index."""
+        if self._loading:
+            return
+        entry = st.instances.get(instance_id)
+        alloc = st.allocations.get(instance_id)
+        if entry is None or alloc is None:
+            arn = st.arns.pop(instance_id, None)
+            if arn is not None:
+                st.index.remove(arn)
+            return
+        st.arns[instance_id] = entry.value.arn
+        view = instance_view(entry.value, alloc, instance_id in st.liveness, st.running[instance_id])
+        st.index.put(view)
 
     def _changed(self, scope: Scope, st: ScopeState, instance_id: str, revision: int) -> None:
         if revision > st.desired_revision.get(instance_id, 0):
@@ -311,6 +388,28 @@ class ClusterCache:
         event = self._events.pop((scope, instance_id), None)
         if event is not None:
             event.set()
+
+
+def instance_view(
+    instance: ContainerInstance, alloc: Entry[Allocation], connected: bool, running: int
+) -> InstanceView:
+    """What placement (and the cluster query language) sees of one instance."""
+    allocation = alloc.value
+    return InstanceView(
+        arn=instance.arn,
+        id=instance.id,
+        status=allocation.status.value,
+        agent_connected=connected and allocation.status is not InstanceStatus.INACTIVE,
+        registered=instance.registered,
+        remaining=remaining(instance.registered, allocation.reserved()),
+        attributes=instance.attribute_map(),
+        running_tasks=running,
+        ec2_instance_id=instance.ec2_instance_id,
+        groups=allocation.group_counts(),
+        registered_at=instance.registered_at,
+        agent_version=str(instance.version_info.get("agentVersion") or ""),
+        revision=alloc.mod_revision,
+    )
 
 
 def registered_instances(cache: ClusterCache, scope: Scope) -> int:

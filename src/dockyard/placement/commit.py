@@ -5,13 +5,20 @@ One decision commits in ONE transaction that
 - compares the ``mod_revision`` of every chosen instance's allocation record (the only document
   placement compares; heartbeats and attribute changes never touch it) and the caller's guards (the
   cluster's revision; a RunTask clientToken being absent),
-- puts each chosen instance's allocation record with the new reservations,
+- puts each chosen instance's allocation record with the new reservations (and their task groups,
+  so ``spread`` and ``distinctInstance`` decide from the record they compare),
 - creates each task document (``Compare.absent``).
 
-On a conflict on allocation records only the tasks placed on the conflicted instances are re-planned,
-against fresh copies of those records read from the store; the others keep their instance unless its
-record moved meanwhile. Retries are bounded and jittered (``rng``). A conflict on a guard is the
-caller's to handle (re-validate, or answer from the client token), so it is raised unchanged.
+The decision reads the cache's index (``ClusterCache.index``) plus ``overrides``: fresher copies of
+records read from the store after a conflict, and the reservations this decision already holds.
+While a commit is in flight its instances are marked ``busy`` (``placement.inflight``), so other
+placers of this process choose them last among equals instead of colliding on them.
+
+On a conflict on allocation records only the tasks placed on the conflicted instances are
+re-planned, against fresh copies of those records read from the store; the others keep their
+instance unless its record moved meanwhile. Retries are bounded and jittered (``rng``), conflicts
+are counted (``ClusterCache.stats``, logged by ``dockyard.placement``). A conflict on a guard is
+the caller's to handle (re-validate, or answer from the client token), so it is raised unchanged.
 
 ``write_task`` stores a task's new state and, when the task reached STOPPED, releases its
 reservation from the allocation record in the same transaction.
@@ -20,24 +27,39 @@ reservation from the allocation record in the same transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import orjson
 
-from dockyard.domain.container_instances import Allocation, InstanceStatus
+from dockyard.domain.container_instances import Allocation
 from dockyard.domain.errors import ServerError
-from dockyard.domain.resources import NONE, Resources, remaining
-from dockyard.domain.task_status import TaskStatus
 from dockyard.domain.tasks import Task
 from dockyard.placement import keys
 from dockyard.placement.cache import ClusterCache, Entry
+from dockyard.placement.inflight import LOG_EVERY
 from dockyard.placement.keys import Scope
-from dockyard.scheduler import Failure, InstanceView, Placement, PlacementRequest, Snapshot, TaskAsk, place
+from dockyard.scheduler import (
+    Failure,
+    InstanceView,
+    Placement,
+    PlacementConstraint,
+    PlacementRequest,
+    PlacementStrategy,
+    Snapshot,
+    TaskAsk,
+    place,
+)
 from dockyard.store.base import Compare, Conflict, KeyValue, Put, StateStore
 
-MAX_ATTEMPTS = 8
+log = logging.getLogger("dockyard.placement")
+
+MAX_ATTEMPTS = 16
+MAX_BACKOFF = 0.05
 
 # builds the task document for ask ``index`` once the scheduler chose ``placement``
 TaskBuilder = Callable[[int, Placement], Task]
@@ -51,80 +73,101 @@ class PlaceOutcome:
 
 
 @dataclass
-class _Base:
-    """An allocation record as a snapshot read it: the value placement builds on and compares."""
+class _Kept:
+    """A placement this decision holds: the task it makes and the record revision it builds on."""
 
-    allocation: Allocation
-    mod_revision: int
-
-
-@dataclass
-class _Plan:
-    kept: dict[int, tuple[Placement, Task, int]] = field(default_factory=dict)  # index -> (.., base rev)
-    failures: dict[str, Failure] = field(default_factory=dict)
+    placement: Placement
+    task: Task
+    revision: int
 
 
 def encode(doc: object) -> bytes:
     return orjson.dumps(doc)
 
 
-def allocation_bases(
-    cache: ClusterCache, scope: Scope, overlay: Mapping[str, Entry[Allocation] | None] | None = None
-) -> dict[str, _Base]:
-    """Each instance's allocation record: the cache's, or ``overlay``'s when it was read fresher
-    from the store after a conflict (None there: the record is gone)."""
-    bases: dict[str, _Base] = {}
-    for entry in cache.instances(scope):
-        instance_id = entry.value.id
-        alloc = cache.allocation(scope, instance_id)
-        if overlay and instance_id in overlay:
-            fresh = overlay[instance_id]
-            if fresh is None or alloc is None or fresh.mod_revision >= alloc.mod_revision:
-                alloc = fresh
-        if alloc is not None:
-            bases[instance_id] = _Base(alloc.value, alloc.mod_revision)
-    return bases
+class _Decision:
+    """The state of one ``place_tasks`` call across its attempts."""
+
+    def __init__(self, cache: ClusterCache, scope: Scope) -> None:
+        self.cache = cache
+        self.scope = scope
+        self.kept: dict[int, _Kept] = {}
+        self.fresh: dict[str, Entry[Allocation] | None] = {}  # instance id -> record read after a conflict
+        self.failures: dict[str, Failure] = {}
+
+    def base(self, instance_id: str) -> Entry[Allocation] | None:
+        """The newest allocation record known: the cache's, or the one read after a conflict."""
+        cached = self.cache.allocation(self.scope, instance_id)
+        if instance_id in self.fresh:
+            fresh = self.fresh[instance_id]
+            if fresh is None or cached is None or fresh.mod_revision >= cached.mod_revision:
+                return fresh
+        return cached
+
+    def drop_moved(self) -> list[int]:
+        """Forget kept placements whose record moved since they were decided; their indexes."""
+        moved = []
+        for index, kept in list(self.kept.items()):
+            base = self.base(kept.placement.instance_id)
+            if base is None or base.mod_revision != kept.revision:
+                del self.kept[index]
+                moved.append(index)
+        return moved
+
+    def held(self) -> dict[str, list[_Kept]]:
+        by_instance: dict[str, list[_Kept]] = {}
+        for kept in self.kept.values():
+            by_instance.setdefault(kept.placement.instance_id, []).append(kept)
+        return by_instance
+
+    def snapshot(self) -> Snapshot:
+        overrides: dict[str, InstanceView] = {}
+        for instance_id, fresh in self.fresh.items():
+            if fresh is not None and self.base(instance_id) is fresh:
+                view = self.cache.view(self.scope, instance_id, fresh)
+                if view is not None:
+                    overrides[view.arn] = view
+        for instance_id, held in self.held().items():
+            base = self.base(instance_id)
+            assert base is not None
+            grown = _with(base.value, held)
+            view = self.cache.view(self.scope, instance_id, Entry(grown, base.mod_revision))
+            if view is not None:
+                overrides[view.arn] = view
+        mine = [k.placement.instance_arn for k in self.kept.values()]
+        busy = self.cache.inflight.busy(self.scope, mine)
+        return Snapshot(index=self.cache.index(self.scope), overrides=overrides, busy=busy)
+
+    def reservations(self) -> tuple[list[Compare], list[Put]]:
+        compares: list[Compare] = []
+        puts: list[Put] = []
+        for kept in self.kept.values():
+            key = keys.task(self.scope, kept.task.id)
+            compares.append(Compare.absent(key))
+            puts.append(Put(key, encode(kept.task.to_document())))
+        for instance_id, held in sorted(self.held().items()):
+            base = self.base(instance_id)
+            assert base is not None and all(k.revision == base.mod_revision for k in held)
+            key = keys.allocation(self.scope, instance_id)
+            compares.append(Compare.mod_revision(key, base.mod_revision))
+            puts.append(Put(key, encode(_with(base.value, held).to_document())))
+        return compares, puts
+
+    def conflicted(self, conflict: Conflict) -> set[str] | None:
+        """The instances whose allocation record conflicted; None if anything else conflicted."""
+        by_key = {
+            keys.allocation(self.scope, k.placement.instance_id): k.placement.instance_id
+            for k in self.kept.values()
+        }
+        if not conflict.keys or any(k not in by_key for k in conflict.keys):
+            return None
+        return {by_key[k] for k in conflict.keys}
 
 
-def build_snapshot(
-    cache: ClusterCache,
-    scope: Scope,
-    bases: Mapping[str, _Base],
-    *,
-    pending: Mapping[str, Resources] | None = None,
-    include_inactive: bool = False,
-) -> Snapshot:
-    """The scheduler's view of one cluster, computed from ``bases`` (see ``allocation_bases``).
-
-    ``pending``: reservations of this decision not committed yet, per instance id. INACTIVE
-    instances are left out unless ``include_inactive`` (StartTask names them: reason INACTIVE).
-    """
-    views: list[InstanceView] = []
-    for entry in cache.instances(scope):
-        instance = entry.value
-        base = bases.get(instance.id)
-        if base is None:
-            continue
-        status = base.allocation.status
-        if status is InstanceStatus.INACTIVE and not include_inactive:
-            continue
-        reserved = base.allocation.reserved() + (pending or {}).get(instance.id, NONE)
-        views.append(
-            InstanceView(
-                arn=instance.arn,
-                id=instance.id,
-                status=status.value,
-                agent_connected=cache.connected(scope, instance.id),
-                registered=instance.registered,
-                remaining=remaining(instance.registered, reserved),
-                attributes=instance.attribute_map(),
-                running_tasks=sum(
-                    1 for t in cache.tasks_on(scope, instance.id) if t.last_status is TaskStatus.RUNNING
-                ),
-                ec2_instance_id=instance.ec2_instance_id,
-            )
-        )
-    return Snapshot(tuple(views))
+def _with(allocation: Allocation, held: Sequence[_Kept]) -> Allocation:
+    return allocation.with_tasks(
+        {k.task.id: k.task.reservation for k in held}, {k.task.id: k.task.group for k in held}
+    )
 
 
 async def place_tasks(
@@ -138,84 +181,102 @@ async def place_tasks(
     guards: Sequence[Compare] = (),
     extra_puts: Callable[[list[Task], list[Failure]], Sequence[Put]] = lambda _t, _f: (),
     attempts: int = MAX_ATTEMPTS,
+    group: str | None = None,
+    strategy: Sequence[PlacementStrategy] = (),
+    constraints: Sequence[PlacementConstraint] = (),
 ) -> PlaceOutcome:
-    """Place ``asks``, commit the placements, and return the tasks made and the failures."""
-    plan = _Plan()
+    """Place ``asks`` (``group``, ``strategy`` and ``constraints`` as ``PlacementRequest`` has
+    them), commit the placements, and return the tasks made and the failures.
+
+    Each attempt takes one of the process's placement slots (``inflight.Slots``) for its
+    decide-and-commit, so decisions queue *before* they read the cache rather than after: a
+    decision waiting for the store is a decision going stale.
+    """
+    decision = _Decision(cache, scope)
     todo = list(range(len(asks)))
-    overlay: dict[str, Entry[Allocation] | None] = {}
-    include_inactive = any(a.instance is not None for a in asks)
     conflicts = 0
-    for _ in range(attempts):
-        bases = allocation_bases(cache, scope, overlay)
-        # a kept placement whose record moved since it was decided is decided again
-        for index, (p, _, rev) in list(plan.kept.items()):
-            base = bases.get(p.instance_id)
-            if base is None or base.mod_revision != rev:
-                del plan.kept[index]
-                todo.append(index)
-        pending: dict[str, Resources] = {}
-        for p, task, _ in plan.kept.values():
-            pending[p.instance_id] = pending.get(p.instance_id, NONE) + task.reservation
-        snapshot = build_snapshot(cache, scope, bases, pending=pending, include_inactive=include_inactive)
-        todo.sort()
-        result = place(PlacementRequest(tuple(asks[i] for i in todo)), snapshot, rng)
-        for p in result.placements:
-            index = todo[p.task]
-            placed = Placement(index, p.instance_arn, p.instance_id)
-            plan.kept[index] = (placed, build(index, placed), bases[p.instance_id].mod_revision)
-        for f in result.failures:
-            plan.failures.setdefault(f.arn, f)
-        todo = []
-        if not plan.kept:
-            return PlaceOutcome([], list(plan.failures.values()), conflicts)
-        tasks = [plan.kept[i][1] for i in sorted(plan.kept)]
-        compares, puts = _reservations(scope, plan, bases)
-        failures = list(plan.failures.values()) if len(tasks) < len(asks) else []
-        try:
-            await store.txn([*guards, *compares], [*puts, *extra_puts(tasks, failures)])
-        except Conflict as conflict:
-            conflicted = _conflicted_instances(scope, plan, conflict)
-            if conflicted is None:
-                raise  # a guard (or a task key) conflicted: the caller decides
-            conflicts += 1
-            for instance_id in conflicted:
-                kv = await store.get(keys.allocation(scope, instance_id))
-                overlay[instance_id] = (
-                    Entry(Allocation.from_document(orjson.loads(kv.value)), kv.mod_revision) if kv else None
-                )
-            for index, (p, _, _) in list(plan.kept.items()):
-                if p.instance_id in conflicted:
-                    del plan.kept[index]
-                    todo.append(index)
-            await asyncio.sleep(rng.uniform(0, min(0.05, 0.002 * 2**conflicts)))
+    for attempt in range(attempts):
+        async with cache.inflight.slot():
+            with contextlib.suppress(TimeoutError):
+                await cache.sync()  # decide on the freshest view, other processes' commits included
+            todo += decision.drop_moved()
+            todo.sort()
+            snapshot = decision.snapshot()
+            request = PlacementRequest(
+                tuple(asks[i] for i in todo), group, tuple(strategy), tuple(constraints)
+            )
+            result = place(request, snapshot, rng)
+            for p in result.placements:
+                index = todo[p.task]
+                placed = Placement(index, p.instance_arn, p.instance_id)
+                view = snapshot.view(p.instance_arn)
+                assert view is not None
+                decision.kept[index] = _Kept(placed, build(index, placed), view.revision)
+            for f in result.failures:
+                decision.failures.setdefault(f.arn, f)
+            todo = []
+            if not decision.kept:
+                return PlaceOutcome([], list(decision.failures.values()), conflicts)
+            tasks = [decision.kept[i].task for i in sorted(decision.kept)]
+            failures = list(decision.failures.values()) if len(tasks) < len(asks) else []
+            compares, puts = decision.reservations()
+            arns = sorted({k.placement.instance_arn for k in decision.kept.values()})
+            cache.inflight.mark(scope, arns)
+            cache.stats.attempts += 1
+            try:
+                committed = await store.txn([*guards, *compares], [*puts, *extra_puts(tasks, failures)])
+            except Conflict as conflict:
+                cache.inflight.unmark(scope, arns)
+                conflicted = decision.conflicted(conflict)
+                if conflicted is None:
+                    cache.stats.guard_conflicts += 1
+                    raise  # a guard (or a task key) conflicted: the caller decides
+                conflicts += 1
+                cache.stats.conflicts += 1
+                cache.inflight.slots.conflicted()
+                log.debug("placement conflict on %d instance(s), attempt %d", len(conflicted), attempt + 1)
+                todo = await _re_read(store, scope, decision, conflicted)
+                committed = None
+            except BaseException:
+                cache.inflight.unmark(scope, arns)
+                raise
+        if committed is None:
+            await asyncio.sleep(rng.uniform(0, min(MAX_BACKOFF, 0.001 * 2**conflicts)))
             continue
+        cache.stats.commits += 1
+        cache.stats.placed += len(tasks)
+        cache.inflight.slots.committed()
+        try:
+            with contextlib.suppress(TimeoutError):  # others see these instances busy until applied
+                await cache.wait_applied(committed.revision)
+        finally:
+            cache.inflight.unmark(scope, arns)
+        _log_stats(cache)
         return PlaceOutcome(tasks, failures, conflicts)
     raise ServerError("Too many concurrent placements on the same container instances; retry the request.")
 
 
-def _reservations(scope: Scope, plan: _Plan, bases: Mapping[str, _Base]) -> tuple[list[Compare], list[Put]]:
-    by_instance: dict[str, dict[str, Resources]] = {}
-    compares: list[Compare] = []
-    puts: list[Put] = []
-    for p, task, _ in plan.kept.values():
-        by_instance.setdefault(p.instance_id, {})[task.id] = task.reservation
-        key = keys.task(scope, task.id)
-        compares.append(Compare.absent(key))
-        puts.append(Put(key, encode(task.to_document())))
-    for instance_id, reservations in sorted(by_instance.items()):
-        base = bases[instance_id]
-        key = keys.allocation(scope, instance_id)
-        compares.append(Compare.mod_revision(key, base.mod_revision))
-        puts.append(Put(key, encode(base.allocation.with_tasks(reservations).to_document())))
-    return compares, puts
+async def _re_read(store: StateStore, scope: Scope, decision: _Decision, conflicted: set[str]) -> list[int]:
+    """Fresh copies of the conflicted records; the tasks placed on them, to place again."""
+    for instance_id in conflicted:
+        kv = await store.get(keys.allocation(scope, instance_id))
+        decision.fresh[instance_id] = (
+            Entry(Allocation.from_document(orjson.loads(kv.value)), kv.mod_revision) if kv else None
+        )
+    again = []
+    for index, kept in list(decision.kept.items()):
+        if kept.placement.instance_id in conflicted:
+            del decision.kept[index]
+            again.append(index)
+    return again
 
 
-def _conflicted_instances(scope: Scope, plan: _Plan, conflict: Conflict) -> set[str] | None:
-    """The instances whose allocation record conflicted; None if anything else conflicted."""
-    by_key = {keys.allocation(scope, p.instance_id): p.instance_id for p, _, _ in plan.kept.values()}
-    if not conflict.keys or any(k not in by_key for k in conflict.keys):
-        return None
-    return {by_key[k] for k in conflict.keys}
+def _log_stats(cache: ClusterCache) -> None:
+    stats = cache.stats
+    now = time.monotonic()
+    if now - stats.logged_at >= LOG_EVERY and stats.as_tuple() != stats.logged:
+        stats.logged, stats.logged_at = stats.as_tuple(), now
+        log.info("%s", stats.line())
 
 
 # ---- task updates ------------------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 A filter is a small object with ``name`` (for logs and tests), ``reason`` (the ECS failure reason it
 reports) and ``reject(instance, left, ask) -> detail | None``; ``left`` is what remains of the
 instance in the plan being built (the snapshot's remaining minus this plan's earlier placements).
-``chain()`` orders them cheapest first; the first rejection is the one reported, as Nomad's
-feasibility checkers do. The scheduler issue adds constraint filters (``distinctInstance``,
-``memberOf``) to the same chain.
+``chain()`` orders them; the first rejection is the one reported, as Nomad's feasibility checkers
+do. ECS checks resources before constraints, so constraint filters (``distinctInstance``,
+``memberOf``) come last and a full instance reports ``RESOURCE:*``, not a constraint.
 """
 
 from __future__ import annotations
@@ -22,7 +22,20 @@ from dockyard.domain.resources import (
     ports_shortfall,
     udp_ports_shortfall,
 )
-from dockyard.scheduler.model import ACTIVE, AGENT, ATTRIBUTE, INACTIVE, RESOURCE, InstanceView, TaskAsk
+from dockyard.scheduler import expression
+from dockyard.scheduler.model import (
+    ACTIVE,
+    AGENT,
+    ATTRIBUTE,
+    DISTINCT_INSTANCE,
+    DISTINCT_INSTANCE_UNSATISFIED,
+    INACTIVE,
+    MEMBER_OF_UNSATISFIED,
+    RESOURCE,
+    InstanceView,
+    PlacementConstraint,
+    TaskAsk,
+)
 
 
 class Filter(Protocol):
@@ -92,9 +105,42 @@ class ResourceFilter:
         return found.detail if found is not None else None
 
 
-def chain() -> tuple[Filter, ...]:
-    """The filters in the order they run: cheapest and most decisive first."""
-    return (
+class DistinctInstanceFilter:
+    """``distinctInstance``: no two tasks of the group on one instance (those already running it,
+    and those this decision placed, count alike)."""
+
+    name = "distinctInstance"
+    reason = DISTINCT_INSTANCE_UNSATISFIED
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+
+    def reject(self, instance: InstanceView, left: Resources, ask: TaskAsk) -> str | None:
+        if instance.groups.get(self.group, 0) > 0:
+            return f"the container instance already runs a task of group '{self.group}'"
+        return None
+
+
+class MemberOfFilter:
+    """``memberOf``: the instance must satisfy a cluster query language expression."""
+
+    name = "memberOf"
+    reason = MEMBER_OF_UNSATISFIED
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.expression = expression.compile(text)
+
+    def reject(self, instance: InstanceView, left: Resources, ask: TaskAsk) -> str | None:
+        if not self.expression.matches(instance):
+            return f"the container instance does not match '{self.text[:200]}'"
+        return None
+
+
+def chain(constraints: Sequence[PlacementConstraint] = (), group: str = "") -> tuple[Filter, ...]:
+    """The filters in the order they run: status, agent and attributes (cheap and decisive), the
+    resources (what ECS checks first), then the constraints."""
+    checks: list[Filter] = [
         StatusFilter(),
         AgentFilter(),
         AttributeFilter(),
@@ -102,7 +148,11 @@ def chain() -> tuple[Filter, ...]:
         ResourceFilter("MEMORY", memory_shortfall),
         ResourceFilter("PORTS", ports_shortfall),
         ResourceFilter("PORTS_UDP", udp_ports_shortfall),
-    )
+    ]
+    if any(c.type == DISTINCT_INSTANCE for c in constraints):
+        checks.append(DistinctInstanceFilter(group))
+    checks += [MemberOfFilter(c.expression) for c in constraints if c.expression is not None]
+    return tuple(checks)
 
 
 def first_rejection(

@@ -1,7 +1,10 @@
-"""What the scheduler reads and returns: a snapshot of instances, the tasks to place, the outcome.
+"""What the scheduler reads and returns: instances, the tasks to place with their strategy and
+constraints, and the outcome.
 
-The snapshot is a read-only value built by ``placement`` from its watch-fed cache; the scheduler
-never reads the store. ``remaining`` already subtracts every reservation the snapshot knows of.
+``InstanceView`` is one container instance as placement sees it; ``remaining`` already subtracts
+every reservation the view knows of. The scheduler never reads the store: ``placement`` keeps the
+views current from its watch-fed cache (``index.InstanceIndex``) and hands ``place()`` a
+``Snapshot`` of them.
 """
 
 from __future__ import annotations
@@ -20,9 +23,18 @@ AGENT = "AGENT"
 ATTRIBUTE = "ATTRIBUTE"
 MISSING = "MISSING"
 INACTIVE = "INACTIVE"
+DISTINCT_INSTANCE_UNSATISFIED = "DistinctInstance placement constraint unsatisfied"
+MEMBER_OF_UNSATISFIED = "MemberOf placement constraint unsatisfied"
+
+# placement strategy types and constraint types, as ECS names them
+BINPACK = "binpack"
+SPREAD = "spread"
+RANDOM = "random"
+DISTINCT_INSTANCE = "distinctInstance"
+MEMBER_OF = "memberOf"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InstanceView:
     """One container instance as placement sees it."""
 
@@ -33,20 +45,17 @@ class InstanceView:
     registered: Resources
     remaining: Resources
     attributes: Mapping[str, str | None] = field(default_factory=dict)
-    running_tasks: int = 0
+    running_tasks: int = 0  # tasks whose lastStatus is RUNNING (runningTasksCount)
     ec2_instance_id: str = ""
+    groups: Mapping[str, int] = field(default_factory=dict)  # reserving tasks per task group
+    registered_at: float = 0.0  # epoch seconds
+    agent_version: str = ""
+    revision: int = 0  # the allocation record's mod_revision this view was built from (opaque here)
 
-
-@dataclass(frozen=True)
-class Snapshot:
-    instances: tuple[InstanceView, ...]
-
-    def find(self, ref: str) -> InstanceView | None:
-        """The instance with ARN or id ``ref``."""
-        for i in self.instances:
-            if ref in (i.arn, i.id):
-                return i
-        return None
+    @property
+    def schedulable(self) -> bool:
+        """ACTIVE with its agent connected: the only instances strategies rank."""
+        return self.status == ACTIVE and self.agent_connected
 
 
 @dataclass(frozen=True)
@@ -59,9 +68,49 @@ class TaskAsk:
 
 
 @dataclass(frozen=True)
+class PlacementStrategy:
+    """ECS's ``PlacementStrategy``: ``binpack`` (cpu | memory), ``spread`` (instanceId | host |
+    attribute:NAME) or ``random``. Build and validate them with ``strategies.parse_strategies``."""
+
+    type: str
+    field: str | None = None
+
+    def to_wire(self) -> dict[str, str]:
+        out = {"type": self.type}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+@dataclass(frozen=True)
+class PlacementConstraint:
+    """ECS's ``PlacementConstraint``: ``distinctInstance``, or ``memberOf`` with a cluster query
+    language expression. Build and validate them with ``constraints.parse_constraints``."""
+
+    type: str
+    expression: str | None = None
+
+    def to_wire(self) -> dict[str, str]:
+        out = {"type": self.type}
+        if self.expression is not None:
+            out["expression"] = self.expression
+        return out
+
+
+@dataclass(frozen=True)
 class PlacementRequest:
+    """The tasks of one decision and how to place them.
+
+    ``strategy`` is tried in order, each one breaking the ties of the one before; what is still
+    tied is chosen at random (so concurrent placers spread out). Empty means ``random``, RunTask's
+    default (services pass ECS's service default, ``strategies.SERVICE_DEFAULT``). ``group`` is the
+    task group that ``spread``, ``distinctInstance`` and ``task:group`` count.
+    """
+
     tasks: tuple[TaskAsk, ...]
     group: str | None = None
+    strategy: tuple[PlacementStrategy, ...] = ()
+    constraints: tuple[PlacementConstraint, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """Container instance use cases: register, deregister, describe, list, drain.
 
+``ListContainerInstances(filter=...)`` evaluates ECS's cluster query language
+(``scheduler.expression``) against the same instance views placement reads.
+
 Registration writes three documents in one transaction (``placement.keys``): the registration, an
 empty allocation record (kept on re-registration) and the liveness key under a fresh lease of
 ``Settings.agent_timeout_seconds``; then it issues the agent's own credentials
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -35,6 +39,7 @@ from dockyard.domain.tags import parse_tags
 from dockyard.domain.task_status import TaskStatus
 from dockyard.placement.cache import ClusterCache, Entry
 from dockyard.placement.commit import encode
+from dockyard.scheduler import expression
 from dockyard.services import keys, refs
 from dockyard.services.cluster_state import cluster_cache, scope_of
 from dockyard.services.clusters import decode_token, require_active_cluster
@@ -241,22 +246,28 @@ def max_results(req: Request) -> int:
 
 @operation("ListContainerInstances")
 async def list_container_instances(env: Env, ctx: RequestContext, req: Request) -> Response:
-    if req.get("filter"):
-        raise InvalidParameter(
-            "Dockyard does not support the cluster query language in 'filter' yet; filter by 'status'."
-        )
+    query = expression.compile(req["filter"]) if req.get("filter") else None
     status = req.get("status")
     limit = max_results(req)
     after = decode_token(req.get("nextToken"))
     cluster, _ = await require_active_cluster(env, ctx, req.get("cluster"))
     scope = scope_of(ctx, cluster.name)
     cache = await cluster_cache(env)
+    index = cache.index(scope)
+
+    def selected(instance: ContainerInstance) -> bool:
+        if query is None:
+            return True
+        view = index.find(instance.id) or cache.view(scope, instance.id)
+        return view is not None and query.matches(view)
+
     matching = sorted(
         (
             e.value
             for e in cache.instances(scope)
             if (e.value.status.value == status if status else e.value.status is not InstanceStatus.INACTIVE)
             and (after is None or e.value.id > after)
+            and selected(e.value)
         ),
         key=lambda i: i.id,
     )
@@ -318,7 +329,7 @@ async def _set_status(env: Env, scope: keys.Scope, instance_id: str, target: Ins
             [Compare.unchanged(kv, kv.key), Compare.unchanged(alloc_kv, alloc_key)],
             [
                 Put(kv.key, encode(with_status(instance, target, 0.0).to_document())),
-                Put(alloc_key, encode(Allocation(target, allocation.tasks).to_document())),
+                Put(alloc_key, encode(replace(allocation, status=target).to_document())),
             ],
         )
         return None

@@ -32,8 +32,10 @@ def load_all() -> dict[str, Handler]:
     """Import every use-case module so their operations register themselves."""
     from dockyard.services import (  # noqa: F401
         agent_protocol,
+        attributes,
         clusters,
         container_instances,
+        services,
         tags,
         task_definitions,
         tasks,

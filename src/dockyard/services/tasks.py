@@ -2,8 +2,12 @@
 
 RunTask and StartTask validate the request, build one ``TaskAsk`` per task and hand them to
 ``placement.commit.place_tasks``, which decides through the scheduler and commits in one
-compare-and-swap transaction (guarded by the cluster's revision and, with a ``clientToken``, by the
-token's document being absent, so one token makes its tasks exactly once).
+compare-and-swap transaction. RunTask passes its ``placementStrategy`` (random when none is given,
+as ECS's RunTask does) and its ``placementConstraints`` merged with the task definition's (at most
+10 together; a malformed memberOf expression fails the request before anything is decided); StartTask
+names its instances, so neither applies there. The transaction is guarded by the cluster's
+revision and, with a ``clientToken``, by the token's document being absent, so one token makes its
+tasks exactly once.
 
 Stopping goes through ``domain.task_lifecycle``: StopTask sets desiredStatus STOPPED and moves the
 task to STOPPING; the agent stops it and reports STOPPED, and the task's reservation is released in
@@ -27,7 +31,16 @@ from dockyard.domain.task_lifecycle import USER_STOP_REASON, Merged, request_sto
 from dockyard.domain.task_status import StopCode, TaskStatus
 from dockyard.domain.tasks import EC2, Task, check_overrides, needs, new_task
 from dockyard.placement.commit import encode, place_tasks, read_task, write_task
-from dockyard.scheduler import Failure, Placement, TaskAsk
+from dockyard.scheduler import (
+    RUN_TASK_DEFAULT,
+    Failure,
+    Placement,
+    PlacementConstraint,
+    PlacementStrategy,
+    TaskAsk,
+    parse_constraints,
+    parse_strategies,
+)
 from dockyard.services import keys, refs
 from dockyard.services.cluster_state import cluster_cache, scope_of
 from dockyard.services.clusters import decode_token, require_active_cluster
@@ -74,8 +87,6 @@ def _check_launch(req: Request) -> None:
         raise UnsupportedFeature(
             "Dockyard does not support capacity provider strategies yet; use launchType EC2."
         )
-    if req.get("placementConstraints"):
-        raise UnsupportedFeature("Dockyard does not support placementConstraints yet.")
     _check_unsupported(req)
 
 
@@ -107,11 +118,23 @@ async def run_task(env: Env, ctx: RequestContext, req: Request) -> Response:
     if not 1 <= count <= MAX_COUNT:
         raise InvalidParameter(f"count must be between 1 and {MAX_COUNT}; got {count}.")
     _check_launch(req)
+    strategy = parse_strategies(req.get("placementStrategy")) or RUN_TASK_DEFAULT
     td = await _runnable_definition(env, ctx, req["taskDefinition"])
+    constraints = parse_constraints(req.get("placementConstraints"), td.wire.get("placementConstraints"))
     overrides = req.get("overrides") or {}
     check_overrides(td, overrides)
     ask = TaskAsk(needs(td, overrides), td.requires_attributes)
-    return await _start(env, ctx, req, td, overrides, [ask] * count, token=req.get("clientToken"))
+    return await _start(
+        env,
+        ctx,
+        req,
+        td,
+        overrides,
+        [ask] * count,
+        token=req.get("clientToken"),
+        strategy=strategy,
+        constraints=constraints,
+    )
 
 
 @operation("StartTask")
@@ -139,6 +162,8 @@ async def _start(
     asks: list[TaskAsk],
     *,
     token: str | None,
+    strategy: tuple[PlacementStrategy, ...] = (),
+    constraints: tuple[PlacementConstraint, ...] = (),
 ) -> Response:
     group = req.get("group") or f"family:{td.family}"
     started_by = _started_by(req)
@@ -194,7 +219,17 @@ async def _start(
         if token_key is not None:
             guards.append(Compare.absent(token_key))
         outcome = await place_tasks(
-            env.store, cache, scope, asks, build, rng=rng, guards=guards, extra_puts=remember
+            env.store,
+            cache,
+            scope,
+            asks,
+            build,
+            rng=rng,
+            guards=guards,
+            extra_puts=remember,
+            group=group,
+            strategy=strategy,
+            constraints=constraints,
         )
         return {
             "tasks": [t.to_wire(include_tags=True) for t in outcome.tasks],
