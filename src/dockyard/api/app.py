@@ -29,6 +29,7 @@ from starlette.routing import Route
 from dockyard.api import sigv4, validation
 from dockyard.api.authorization import authorize
 from dockyard.api.credentials import KeyRing
+from dockyard.api.query_protocol import SIGNING_NAME, QueryApi
 from dockyard.domain.errors import (
     DockyardError,
     MissingAuthenticationToken,
@@ -155,6 +156,18 @@ class _Caller:
     region: str
 
 
+def _is_query(request: Request) -> bool:
+    """Signed for ``elasticloadbalancing`` (header or presigned query), or unsigned form data."""
+    scope = f"/{SIGNING_NAME}/aws4_request"
+    auth = request.headers.get("authorization")
+    if auth is not None:
+        return scope in auth
+    credential = request.query_params.get("X-Amz-Credential")
+    if credential is not None:
+        return credential.endswith(scope)
+    return request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+
+
 async def health(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -169,6 +182,11 @@ def create_app(
     import asyncio
 
     api = EcsApi(env, keyring, config)
+    elb = QueryApi(env, api.authenticate, config.account_id)
+
+    async def dispatch(request: Request) -> Response:
+        """POST / by protocol: SigV4 scope ``elasticloadbalancing`` -> ELBv2 query, else ECS JSON."""
+        return await (elb if _is_query(request) else api).respond(request)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -186,7 +204,7 @@ def create_app(
     return Starlette(
         exception_handlers={404: not_found, 405: not_found},
         routes=[
-            Route("/", api.respond, methods=["POST"]),
+            Route("/", dispatch, methods=["POST"]),
             Route("/_dockyard/health", health, methods=["GET"]),
         ],
         lifespan=lifespan,

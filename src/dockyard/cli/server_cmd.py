@@ -16,10 +16,27 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from dockyard.controller.model import ControllerSettings
+    from dockyard.lb.settings import LbSettings
     from dockyard.services.context import Env, Settings
 
 DEFAULT_STATE_DIR = Path(os.environ.get("DOCKYARD_STATE_DIR", str(Path.home() / ".dockyard")))
 log = logging.getLogger("dockyard")
+
+
+async def _run_controller(env: Env, settings: ControllerSettings | None) -> None:
+    """The service controller, reading the same cluster cache as the use cases."""
+    from dockyard.controller.loop import ServiceController
+    from dockyard.services.cluster_state import cluster_cache
+
+    await ServiceController(env.store, await cluster_cache(env, sync=False), env.clock, settings).run()
+
+
+async def _run_load_balancers(env: Env, settings: LbSettings) -> None:
+    """The load-balancer data plane: one HAProxy per ELBv2 load balancer (lb/reconciler.py)."""
+    from dockyard.lb.reconciler import LoadBalancerReconciler
+
+    await LoadBalancerReconciler(env.store, env.clock, settings).run()
 
 
 def server(
@@ -34,11 +51,24 @@ def server(
     signature_window: float = typer.Option(900.0, help="Accepted clock skew of signed requests, seconds."),
     agent_timeout: float = typer.Option(30.0, help="Seconds without a poll before an agent is disconnected."),
     stopped_task_retention: float = typer.Option(3600.0, help="How long STOPPED tasks stay describable."),
+    service_settle_seconds: float = typer.Option(
+        40.0, help="Seconds a service task without health check must run to count as healthy."
+    ),
+    service_backoff_seconds: float = typer.Option(5.0, help="First delay of a service's launch back-off."),
+    service_backoff_max_seconds: float = typer.Option(1620.0, help="Longest launch back-off, seconds."),
+    service_disconnect_grace: float = typer.Option(
+        300.0, help="Seconds an agent may stay disconnected before its service tasks are replaced."
+    ),
+    lb_network: str = typer.Option("127.100.0.0/16", help="Load balancers' listen addresses come from here."),
+    lb_hosts_file: str = typer.Option("/etc/hosts", help="Where load balancers' DNSNames go ('': none)."),
+    haproxy: str = typer.Option("/usr/sbin/haproxy", help="The HAProxy binary of the load balancers."),
     log_level: str = typer.Option("info", help="Log level."),
 ) -> None:
     """Run the control plane (the ECS API) with embedded defaults."""
     import uvloop
 
+    from dockyard.controller.model import ControllerSettings
+    from dockyard.lb.settings import LbSettings
     from dockyard.services.context import Settings
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -57,6 +87,15 @@ def server(
             endpoint=f"http://{host}:{port}",
         ),
         signature_window=signature_window,
+        controller=ControllerSettings(
+            settle_seconds=service_settle_seconds,
+            backoff_seconds=service_backoff_seconds,
+            backoff_max_seconds=service_backoff_max_seconds,
+            disconnect_grace_seconds=service_disconnect_grace,
+        ),
+        lb=LbSettings(
+            network=lb_network, hosts_file=lb_hosts_file or None, haproxy=haproxy, state_dir=state_dir / "lb"
+        ),
     )
     uvloop.run(serve(options))
 
@@ -71,6 +110,8 @@ class ServerOptions:
     region: str
     settings: Settings
     signature_window: float
+    controller: ControllerSettings | None = None  # the service controller's (defaults when None)
+    lb: LbSettings | None = None  # load balancing (defaults, files under state_dir/lb, when None)
 
     @property
     def endpoint(self) -> str:
@@ -94,6 +135,8 @@ async def serve(
     from dockyard.api.app import ApiConfig, create_app
     from dockyard.api.credentials import PROFILE, KeyRing, write_cli_files
     from dockyard.clock import SystemClock
+    from dockyard.lb.settings import EXTRAS_KEY as LB_SETTINGS
+    from dockyard.lb.settings import LbSettings
     from dockyard.services import retention
     from dockyard.services.context import Env
     from dockyard.store import open_store
@@ -107,11 +150,17 @@ async def serve(
         os.environ.get("DOCKYARD_ACCESS_KEY_ID"), os.environ.get("DOCKYARD_SECRET_ACCESS_KEY")
     )
     write_cli_files(options.state_dir, admin, options.region)
+    lb = options.lb or LbSettings(state_dir=options.state_dir / "lb")
+    env.extras[LB_SETTINGS] = lb
     api = create_app(
         env,
         keyring,
         ApiConfig(account_id=options.account_id, signature_window_seconds=options.signature_window),
-        background=[lambda: retention.run(env)],
+        background=[
+            lambda: retention.run(env),
+            lambda: _run_controller(env, options.controller),
+            lambda: _run_load_balancers(env, lb),
+        ],
     )
 
     class Server(uvicorn.Server):

@@ -71,13 +71,30 @@ async def count_cluster(env: Env, ctx: RequestContext, name: str) -> ClusterCoun
     cache = await cluster_cache(env)
     scope = scope_of(ctx, name)
     statuses = cache.task_counts(scope)
-    services = await env.store.list(keys.services_prefix(ctx.account_id, ctx.region, name), keys_only=True)
+    active, draining = await _count_services(env, ctx, name)
     return ClusterCounts(
         registered_container_instances=registered_instances(cache, scope),
         running_tasks=statuses[TaskStatus.RUNNING],
         pending_tasks=sum(statuses[s] for s in PENDING_STATUSES),
-        active_services=len(services.kvs),
+        active_services=active,
+        draining_services=draining,
     )
+
+
+async def _count_services(env: Env, ctx: RequestContext, name: str) -> tuple[int, int]:
+    """(ACTIVE, DRAINING) services of the cluster; INACTIVE ones (deleted) do not count."""
+    active = draining = 0
+    prefix = keys.services_prefix(ctx.account_id, ctx.region, name)
+    start_after: str | None = None
+    while True:
+        page = await env.store.list(prefix, start_after=start_after, limit=200)
+        for kv in page.kvs:
+            status = orjson.loads(kv.value).get("status")
+            active += status == ACTIVE
+            draining += status == "DRAINING"
+        if not page.more or not page.kvs:
+            return active, draining
+        start_after = page.kvs[-1].key
 
 
 async def live_tasks(env: Env, ctx: RequestContext, name: str) -> int:
@@ -232,7 +249,7 @@ async def delete_cluster(env: Env, ctx: RequestContext, req: Request) -> Respons
             raise ClusterContainsContainerInstances(
                 "The Cluster cannot be deleted while Container Instances are active or draining."
             )
-        if counts.active_services:
+        if counts.active_services or counts.draining_services:
             raise ClusterContainsServices("The Cluster cannot be deleted while Services are active.")
         if counts.running_tasks or counts.pending_tasks or await live_tasks(env, ctx, cluster.name):
             raise ClusterContainsTasks("The Cluster cannot be deleted while Tasks are active.")

@@ -71,8 +71,14 @@ def instances_prefix(account: str, region: str, cluster: str) -> str:
     return kind_prefix(INSTANCES, Scope(account, region, cluster))
 
 
-def services_prefix(account: str, region: str, cluster: str) -> str:
+def services_prefix(account: str | None = None, region: str | None = None, cluster: str | None = None) -> str:
+    if account is None:
+        return "/services/"
     return f"/services/{account}/{region}/{cluster}/"
+
+
+def service(account: str, region: str, cluster: str, name: str) -> str:
+    return f"{services_prefix(account, region, cluster)}{name}"
 
 
 def access_key(access_key_id: str) -> str:

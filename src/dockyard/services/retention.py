@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import deque
 
-from dockyard.services import clusters, container_instances, task_definitions, tasks
+from dockyard.services import clusters, container_instances, services, task_definitions, tasks
 from dockyard.services.context import Env
 
 log = logging.getLogger("dockyard.retention")
@@ -24,6 +24,7 @@ async def sweep(env: Env) -> int:
     removed += await task_definitions.expire_task_definitions(env, cutoff)
     removed += await container_instances.expire_instances(env, cutoff)
     removed += await tasks.expire_tasks(env, now - env.settings.stopped_task_retention_seconds)
+    removed += await services.expire_services(env, cutoff)
     return removed
 
 
