@@ -87,6 +87,32 @@ def in_desired_set(task: Task) -> bool:
     return not task.stopped
 
 
+def desired_set_changed(old: Task | None, new: Task | None) -> bool:
+    """Whether a write from ``old`` to ``new`` (None: absent) changes the desired set as its agent
+    must learn it (docs/agent-protocol.md section 2), i.e. whether the instance's desired-set
+    revision advances and its long-polls wake.
+
+    A task entering the set, leaving it by the control plane's doing (StopTask of a task its agent
+    never ran, an instance gone, a deletion) or changing its ``desiredStatus`` does. A ``lastStatus``
+    or container change does not, nor does the task leaving the set because the agent's own
+    sequenced report stopped it (``reportedSeq`` moved in the same write): the agent knows already,
+    and waking it would cost a Poll answer per report.
+    """
+    was = old is not None and in_desired_set(old)
+    now = new is not None and in_desired_set(new)
+    if old is not None and new is not None and old.instance_id != new.instance_id:
+        return was or now
+    if was and now:
+        assert old is not None and new is not None
+        return old.desired_status is not new.desired_status
+    if now:
+        return True  # entered the set
+    if not was:
+        return False  # never in it (e.g. a STOPPED task updated or expired)
+    assert old is not None
+    return new is None or new.reported_seq == old.reported_seq
+
+
 def settle(task: Task, now: float) -> Task:
     """Advance the control-plane steps that have nothing to do (yet)."""
     t = task

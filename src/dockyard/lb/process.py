@@ -184,6 +184,7 @@ class HaproxyProcess:
                     p.kill()
                 await p.wait()
         self.pid_file.unlink(missing_ok=True)
+        self.socket_path.unlink(missing_ok=True)
 
     def log_tail(self, limit: int = 1500) -> str:
         try:

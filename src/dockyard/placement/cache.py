@@ -15,7 +15,10 @@ instance a change touches, so a placement decision reads an index that is alread
 of building a snapshot of every instance.
 
 Per instance the cache keeps the **desired-set revision** (docs/agent-protocol.md section 2): the
-highest store revision that changed the instance's registration or any task assigned to it. Store
+highest store revision that changed the instance's registration or its desired set as the agent
+must learn it (``task_lifecycle.desired_set_changed``: a task added, its desiredStatus changed, a
+task removed by the control plane; not the agent's own reports). A task first seen (at load, or
+created) always counts, so a re-listed cache errs towards an early answer, never a missed one. Store
 revisions are global and increase, so the value is comparable across restarts and server replicas,
 and an ``asyncio.Event`` per instance wakes the long-polls waiting on it.
 """
@@ -35,7 +38,7 @@ import orjson
 
 from dockyard.domain.container_instances import Allocation, ContainerInstance, InstanceStatus
 from dockyard.domain.resources import remaining
-from dockyard.domain.task_lifecycle import in_desired_set
+from dockyard.domain.task_lifecycle import desired_set_changed, in_desired_set
 from dockyard.domain.task_status import TaskStatus
 from dockyard.domain.tasks import Task
 from dockyard.placement import keys
@@ -319,9 +322,12 @@ class ClusterCache:
             else:
                 task = Task.from_document(doc)
                 old = st.tasks.get(name)
+                before = old.value if old is not None else None
                 st.tasks[name] = Entry(task, kv.mod_revision, kv.version)
-                self._index_task(st, old.value if old is not None else None, task)
-                self._changed(scope, st, task.instance_id, kv.mod_revision)
+                self._index_task(st, before, task)
+                if before is None or desired_set_changed(before, task):
+                    for instance_id in {task.instance_id, before.instance_id if before else task.instance_id}:
+                        self._changed(scope, st, instance_id, kv.mod_revision)
         except Exception:
             log.exception("cluster cache: cannot decode %s; ignoring it", kv.key)
 
@@ -342,7 +348,8 @@ class ClusterCache:
         else:
             task = st.tasks.pop(name).value
             self._index_task(st, task, None)
-            self._changed(scope, st, task.instance_id, revision)
+            if desired_set_changed(task, None):
+                self._changed(scope, st, task.instance_id, revision)
 
     def _index_task(self, st: ScopeState, old: Task | None, new: Task | None) -> None:
         if old is not None:

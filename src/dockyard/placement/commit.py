@@ -21,7 +21,10 @@ are counted (``ClusterCache.stats``, logged by ``dockyard.placement``). A confli
 the caller's to handle (re-validate, or answer from the client token), so it is raised unchanged.
 
 ``write_task`` stores a task's new state and, when the task reached STOPPED, releases its
-reservation from the allocation record in the same transaction.
+reservation from the allocation record in the same transaction. ``write_tasks`` does the same for
+a batch of tasks of one instance (an agent's Report) in one transaction: a compare-and-swap on each
+task document against the revision its new state was merged from, and on the instance's allocation
+record whenever one of them is released.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from dockyard.scheduler import (
     TaskAsk,
     place,
 )
-from dockyard.store.base import Compare, Conflict, KeyValue, Put, StateStore
+from dockyard.store.base import MAX_TXN_OPS, Compare, Conflict, KeyValue, Put, StateStore, TxnResult
 
 log = logging.getLogger("dockyard.placement")
 
@@ -305,3 +308,46 @@ async def write_task(store: StateStore, scope: Scope, kv: KeyValue, task: Task, 
                 compares.append(Compare.unchanged(alloc_kv, alloc_key))
                 puts.append(Put(alloc_key, encode(allocation.without([task.id]).to_document())))
     await store.txn(compares, puts)
+
+
+# a task write is a compare and a put; the allocation record's compare and put come on top
+MAX_TASK_WRITES = (MAX_TXN_OPS - 2) // 2
+
+
+@dataclass(frozen=True)
+class TaskWrite:
+    """A task's new state and the ``mod_revision`` of the document it was merged from."""
+
+    task: Task
+    revision: int
+    release: bool = False  # the task reached STOPPED: free its reservation in the same transaction
+
+
+async def write_tasks(
+    store: StateStore, scope: Scope, writes: Sequence[TaskWrite], allocation: Entry[Allocation] | None
+) -> TxnResult:
+    """Store tasks of ONE instance in one transaction, each only if its document is still at the
+    revision it was merged from; released ones leave ``allocation`` (the instance's record as the
+    caller knows it, compared by revision whenever anything is released, so a stale copy conflicts
+    rather than leaking a reservation). At most ``MAX_TASK_WRITES`` writes.
+
+    Raises ``Conflict`` naming the keys that moved: re-read those, re-merge, retry.
+    """
+    if len(writes) > MAX_TASK_WRITES:
+        raise ValueError(f"at most {MAX_TASK_WRITES} task writes per transaction")
+    if len({w.task.instance_id for w in writes}) > 1:
+        raise ValueError("the tasks of one write_tasks call must be on one instance")
+    compares: list[Compare] = []
+    puts: list[Put] = []
+    for w in writes:
+        key = keys.task(scope, w.task.id)
+        compares.append(Compare.mod_revision(key, w.revision))
+        puts.append(Put(key, encode(w.task.to_document())))
+    released = [w.task for w in writes if w.release]
+    if released:
+        alloc_key = keys.allocation(scope, released[0].instance_id)
+        compares.append(Compare.mod_revision(alloc_key, allocation.mod_revision if allocation else 0))
+        held = [t.id for t in released if allocation is not None and t.id in allocation.value.tasks]
+        if allocation is not None and held:
+            puts.append(Put(alloc_key, encode(allocation.value.without(held).to_document())))
+    return await store.txn(compares, puts)
