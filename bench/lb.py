@@ -15,9 +15,20 @@
 5. prints req/s, p50, p99 and errors for both, the ratio, whether the goal holds (>= 0.8x direct
    with one target), and a last line ``BENCH_JSON {...}``.
 
-(a) constant load during a rolling deployment of 10 tasks (failed requests, time a killed task keeps
-receiving requests) needs the services controller (issue 5) to run deployments; ``rolling_deployment``
-is the hook it will fill. Until then the run prints that part (a) was not run.
+(a) constant load during a rolling deployment, in the same server before (b):
+
+1. starts one ``dockyard agent`` (this machine's Docker) and a service of ``--tasks`` (10) busybox
+   httpd tasks (bridge mode, dynamic host ports) behind an application load balancer: a target
+   group of type ``instance`` with the fastest health checks the API allows and a deregistration
+   delay of ``--drain`` seconds;
+2. holds ``wrk`` load on the listener while UpdateService rolls a new revision (100%/200%) until one
+   COMPLETED deployment of it has every target healthy: failed requests (non-2xx and socket errors,
+   goal 0);
+3. under load again, ``docker kill``s one task's container behind Dockyard's back and samples the
+   load balancer's HAProxy (``show stat`` on its admin socket every 10 ms) for that server: how long
+   after Docker's ``die`` event it stayed in rotation (goal <= 3 s; it leaves when Dockyard
+   deregisters it from the agent's report, not when health checks notice), when HAProxy last
+   picked it (``lbtot``; HAProxy retries and redispatches those connections), and failed requests.
 
 Run: ``.venv/bin/python bench/lb.py [--duration 10] [--connections 16]``. Needs Debian's ``wrk``
 and HAProxy, Docker with the busybox image. Everything it starts binds loopback and is removed at
@@ -28,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -49,6 +62,7 @@ import boto3
 REGION = "us-east-1"
 IMAGE = "dockyard/busybox:latest"
 RATIO_GOAL = 0.8
+KILL_GOAL = 3.0  # seconds a killed task may stay in rotation after Docker's die event
 KEY, SECRET = "AKIDBENCHLB000000001", "bench-lb-secret"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,6 +185,10 @@ def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str
         timeout=duration + 60,
         check=True,
     ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
     figures: dict[str, float] = {"requests": 0.0, "errors": 0.0}
     for line in out.splitlines():
         line = line.strip()
@@ -196,13 +214,285 @@ def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
     return middle
 
 
-def rolling_deployment(elbv2: Any, endpoint: str) -> dict[str, float] | None:
-    """Part (a). TODO(issue 5): once services run deployments, create a 10-task service behind the
-    load balancer, hold constant wrk load on the listener while UpdateService rolls a new task
-    definition, and report failed requests (goal 0); then kill one task's container with
-    ``docker kill`` and report how long it kept receiving requests after Docker's die event (goal
-    <= 3 s). Returns None until then."""
+# ---- part (a): a rolling deployment and a killed task under constant load -----------------------------
+
+HTTPD = (
+    "mkdir -p /www && hostname > /www/index.html && echo ok > /www/health "
+    "&& trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait"
+)
+
+
+def _clients(endpoint: str) -> tuple[Any, Any]:
+    kw = {
+        "endpoint_url": endpoint,
+        "region_name": REGION,
+        "aws_access_key_id": KEY,
+        "aws_secret_access_key": SECRET,
+    }
+    return boto3.client("ecs", **kw), boto3.client("elbv2", **kw)
+
+
+@contextlib.contextmanager
+def dockyard_agent(endpoint: str, cluster: str, workdir: Path) -> Iterator[None]:
+    """One ``dockyard agent`` on this machine's Docker (``DOCKER_HOST`` if set)."""
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    log = open(workdir / "agent.log", "ab")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dockyard.cli.agent_cmd",
+            "agent",
+            "--server",
+            endpoint,
+            "--cluster",
+            cluster,
+            "--state-dir",
+            str(workdir / "agent"),
+            "--image-pull-behavior",
+            "prefer-cached",
+            "--stop-timeout",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=ROOT,
+    )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+class Wrk:
+    """``wrk`` in the background until ``stop()`` (SIGINT: it prints its figures and exits)."""
+
+    def __init__(self, url: str, connections: int, threads: int) -> None:
+        self.proc = subprocess.Popen(
+            ["wrk", "-t", str(threads), "-c", str(connections), "-d", "3600s", "--latency", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def stop(self) -> dict[str, float]:
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        return parse_wrk(out)
+
+
+def _service_state(ecs: Any, cluster: str) -> dict[str, Any]:
+    return dict(ecs.describe_services(cluster=cluster, services=["web"])["services"][0])
+
+
+def _tasks(ecs: Any, cluster: str) -> list[dict[str, Any]]:
+    arns = ecs.list_tasks(cluster=cluster, serviceName="web", desiredStatus="RUNNING")["taskArns"]
+    return list(ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]) if arns else []
+
+
+def _settled(ecs: Any, elbv2: Any, cluster: str, tg_arn: str, td: str, count: int) -> bool:
+    """One COMPLETED deployment of ``td`` and ``count`` healthy targets, nothing draining."""
+    svc = _service_state(ecs, cluster)
+    deployments = svc["deployments"]
+    if len(deployments) != 1 or deployments[0]["rolloutState"] != "COMPLETED" or svc["taskDefinition"] != td:
+        return False
+    health = elbv2.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
+    return len(health) == count and all(h["TargetHealth"]["State"] == "healthy" for h in health)
+
+
+def _server_stats(socket_file: Path, server: str) -> tuple[str, int] | None:
+    """(status, lbtot) of the HAProxy server ``server`` (None when it is gone)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        s.connect(str(socket_file))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    for row in csv.DictReader(io.StringIO(data.decode().lstrip("# "))):
+        if row.get("svname") == server:
+            return (row.get("status") or ""), int(row.get("lbtot") or 0)
     return None
+
+
+def _kill_and_watch(
+    ecs: Any, cluster: str, lb_dir: Path, instance_id: str, args: argparse.Namespace, url: str
+) -> dict[str, Any]:
+    """docker kill one task under load; from Docker's die event, how long HAProxy kept it in
+    rotation (UP) and when it last sent it a request (lbtot last grew)."""
+    from dockyard.lb.process import socket_path
+
+    sock = socket_path(lb_dir)
+    victim = _tasks(ecs, cluster)[0]
+    container = victim["containers"][0]["runtimeId"]
+    server = f"{instance_id}_{victim['containers'][0]['networkBindings'][0]['hostPort']}"
+    events = subprocess.Popen(
+        [
+            "docker",
+            "events",
+            "--filter",
+            f"container={container}",
+            "--filter",
+            "event=die",
+            "--format",
+            "{{.TimeNano}}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    samples: list[tuple[float, str, int]] = []
+    wrk = Wrk(url, args.connections, args.threads)
+    try:
+        time.sleep(2)  # load flowing
+        before = _server_stats(sock, server)
+        subprocess.run(["docker", "kill", container], check=True, capture_output=True, timeout=60)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            stat = _server_stats(sock, server)
+            samples.append((time.time(), *(stat or ("GONE", samples[-1][2] if samples else 0))))
+            if stat is None or stat[0].startswith(("DRAIN", "MAINT")):
+                break
+            time.sleep(0.01)
+        time.sleep(1)
+        assert events.stdout is not None
+        died = int(events.stdout.readline().strip()) / 1e9
+    finally:
+        events.kill()
+        events.wait()
+        load = wrk.stop()
+    out_at = samples[-1][0] if samples and not samples[-1][1].startswith("UP") else float("nan")
+    grew = [t for (t, _, total), (_, _, prev) in zip(samples[1:], samples, strict=False) if total > prev]
+    after = [t - died for t in grew if t >= died]
+    return {
+        "server": server,
+        "lbtot_before_kill": before[1] if before else None,
+        "in_rotation_after_die_s": round(out_at - died, 3),
+        "last_request_after_die_s": round(max(after), 3) if after else 0.0,
+        "final_status": samples[-1][1] if samples else None,
+        "requests": load.get("requests", 0.0),
+        "failed_requests": load.get("errors", 0.0),
+    }
+
+
+def rolling_deployment(endpoint: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Part (a): a 10-task busybox httpd service behind an application load balancer; constant wrk
+    load on the listener while UpdateService rolls a new revision (failed requests, goal 0); then one
+    task killed with ``docker kill`` behind Dockyard's back (goal: out of rotation <= 3 s after
+    Docker's die event)."""
+    ecs, elbv2 = _clients(endpoint)
+    tag = uuid.uuid4().hex[:8]
+    cluster = f"bench-lb-{tag}"
+    cluster_arn = ecs.create_cluster(clusterName=cluster)["cluster"]["clusterArn"]
+    lb = elbv2.create_load_balancer(Name=f"roll-{tag}", Subnets=["subnet-bench"])["LoadBalancers"][0]
+    tg = elbv2.create_target_group(
+        Name=f"roll-{tag}",
+        Protocol="HTTP",
+        Port=80,
+        VpcId="vpc-bench",
+        TargetType="instance",
+        HealthCheckPath="/health",
+        HealthCheckIntervalSeconds=5,
+        HealthCheckTimeoutSeconds=2,
+        HealthyThresholdCount=2,
+        UnhealthyThresholdCount=2,
+    )["TargetGroups"][0]
+    tg_arn = tg["TargetGroupArn"]
+    elbv2.modify_target_group_attributes(
+        TargetGroupArn=tg_arn,
+        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": str(args.drain)}],
+    )
+    url = f"http://{lb['DNSName']}/"
+    out: dict[str, Any] = {"tasks": args.tasks, "deregistration_delay_s": args.drain}
+    try:
+        elbv2.create_listener(
+            LoadBalancerArn=lb["LoadBalancerArn"],
+            Protocol="HTTP",
+            Port=80,
+            DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
+        )
+        with dockyard_agent(endpoint, cluster, workdir):
+            instance = wait_until(
+                lambda: ecs.list_container_instances(cluster=cluster)["containerInstanceArns"], 60, "agent"
+            )[0]
+            described = ecs.describe_container_instances(cluster=cluster, containerInstances=[instance])
+            instance_id = described["containerInstances"][0]["ec2InstanceId"]
+
+            def revision(version: str) -> str:
+                return str(
+                    ecs.register_task_definition(
+                        family=f"bench-lb-{tag}",
+                        containerDefinitions=[
+                            {
+                                "name": "web",
+                                "image": IMAGE,
+                                "memory": 24,
+                                "essential": True,
+                                "command": ["sh", "-c", HTTPD],
+                                "portMappings": [{"containerPort": 80, "hostPort": 0}],
+                                "environment": [{"name": "VERSION", "value": version}],
+                            }
+                        ],
+                    )["taskDefinition"]["taskDefinitionArn"]
+                )
+
+            v1, v2 = revision("1"), revision("2")
+            ecs.create_service(
+                cluster=cluster,
+                serviceName="web",
+                taskDefinition=v1,
+                desiredCount=args.tasks,
+                loadBalancers=[{"targetGroupArn": tg_arn, "containerName": "web", "containerPort": 80}],
+            )
+            wait_until(lambda: _settled(ecs, elbv2, cluster, tg_arn, v1, args.tasks), 180, "v1 healthy")
+            wrk = Wrk(url, args.connections, args.threads)
+            try:
+                time.sleep(2)
+                t0 = time.monotonic()
+                ecs.update_service(cluster=cluster, service="web", taskDefinition=v2)
+                wait_until(
+                    lambda: _settled(ecs, elbv2, cluster, tg_arn, v2, args.tasks), 300, "v2 rolled out"
+                )
+                out["rollout_s"] = round(time.monotonic() - t0, 2)
+                time.sleep(1)
+            finally:
+                load = wrk.stop()
+            out["requests"] = load.get("requests", 0.0)
+            out["rps"] = load.get("rps", 0.0)
+            out["failed_requests"] = load.get("errors", 0.0)
+            out["p99_ms"] = load.get("p99", float("nan"))
+            lb_dir = workdir / "state" / "lb" / lb["LoadBalancerArn"].rsplit("/", 1)[1]
+            out["killed"] = _kill_and_watch(ecs, cluster, lb_dir, instance_id, args, url)
+            ecs.delete_service(cluster=cluster, service="web", force=True)
+            wait_until(lambda: _service_state(ecs, cluster)["status"] == "INACTIVE", 120, "service deleted")
+    finally:
+        elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+        with contextlib.suppress(Exception):
+            wait_until(lambda: elbv2.delete_target_group(TargetGroupArn=tg_arn) is not None, 15, "delete")
+        ids = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={cluster_arn}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=120)
+    return out
 
 
 def part_b(endpoint: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -270,6 +560,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--network", default="127.150.0.0/24", help="the server's load-balancer network")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the server's state and logs")
+    parser.add_argument("--tasks", type=int, default=10, help="(a) tasks of the rolling deployment")
+    parser.add_argument("--drain", type=int, default=5, help="(a) deregistration delay, seconds")
+    parser.add_argument("--skip-a", action="store_true", help="run part (b) only")
     args = parser.parse_args()
     for tool in ("wrk", "docker"):
         if shutil.which(tool) is None:
@@ -278,7 +571,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-lb-"))
     try:
         with dockyard_server(workdir, args.network) as endpoint:
-            deployment = rolling_deployment(None, endpoint)
+            deployment = None if args.skip_a else rolling_deployment(endpoint, workdir, args)
             results = part_b(endpoint, args)
     finally:
         if args.keep_workdir:
@@ -299,9 +592,33 @@ def main() -> None:
         print(f"{label:<8} {r['rps']:>10.0f} {p50:>8.2f} {p99:>8.2f} {r['errors']:>7.0f}   runs: {rounds}")
     verdict = "HOLDS" if ratio >= RATIO_GOAL and via["errors"] == 0 else "MISSED"
     print(f"goal: via LB >= {RATIO_GOAL}x direct req/s, no errors: {ratio:.2f}x -> {verdict}")
-    if deployment is None:
-        print("(a) rolling deployment: not run, it needs the services controller (issue 5)")
-    print("BENCH_JSON " + json.dumps({"b": results, "ratio": ratio, "goal_b": verdict, "a": deployment}))
+    summary: dict[str, Any] = {"b": results, "ratio": ratio, "goal_b": verdict, "a": deployment}
+    if deployment is not None:
+        print_a(deployment)
+        killed = deployment["killed"]
+        summary["goal_a"] = (
+            "HOLDS"
+            if deployment["failed_requests"] == 0
+            and killed["failed_requests"] == 0
+            and killed["in_rotation_after_die_s"] <= KILL_GOAL
+            else "MISSED"
+        )
+    print("BENCH_JSON " + json.dumps(summary))
+
+
+def print_a(a: dict[str, Any]) -> None:
+    k = a["killed"]
+    print(
+        f"\n(a) rolling deployment of {a['tasks']} tasks behind the load balancer in {a['rollout_s']} s "
+        f"under wrk load: {a['requests']:.0f} requests, {a['failed_requests']:.0f} failed (goal 0), "
+        f"p99 {a['p99_ms']:.1f} ms"
+    )
+    print(
+        f"    task killed with docker kill: out of rotation {k['in_rotation_after_die_s']} s after the die "
+        f"event (goal <= {KILL_GOAL} s; then {k['final_status']}), last picked by HAProxy "
+        f"{k['last_request_after_die_s']} s after it; {k['requests']:.0f} requests, "
+        f"{k['failed_requests']:.0f} failed"
+    )
 
 
 if __name__ == "__main__":

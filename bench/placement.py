@@ -200,6 +200,8 @@ def start_hollow(
     cmd = [sys.executable, str(ROOT / "bench" / "hollow_agents.py"), "--server", server.endpoint]
     cmd += ["--cluster", CLUSTER, "--instances", str(args.instances), "--cpu-units", str(cpu)]
     cmd += ["--memory-mib", str(mem), "--zones", "3", "--run-delay", str(args.run_delay)]
+    cmd += ["--report-window-ms", str(args.report_window_ms)]
+    cmd += ["--state-dir", str(workdir / f"hollow-{server.proc.name}")]  # fresh instances per phase
     if args.register_only:
         cmd.append("--register-only")
     log = workdir / f"hollow-{server.proc.name}.log"  # one per phase: READY must be this run's
@@ -409,9 +411,10 @@ def e2e(args: argparse.Namespace, workdir: Path, env: dict[str, str], creds: Cre
         hollow = start_hollow(workdir, server, args, env, cpu=4096, mem=8192)
         procs.append(hollow)
         if PROFILE:
-            spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.proc.proc.pid)]
-            spy += ["-d", "8", "-r", "50", "-f", "raw", "-o", str(Path(PROFILE[0]) / "server.collapsed")]
-            procs.append(spawn("py-spy", spy, workdir / "py-spy.log", env))
+            for name, pid in (("server", server.proc.proc.pid), ("hollow", hollow.proc.pid)):
+                spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "-d", "8"]
+                spy += ["-r", "250", "--gil", "-f", "raw", "-o", str(Path(PROFILE[0]) / f"{name}.collapsed")]
+                procs.append(spawn("py-spy", spy, workdir / f"py-spy-{name}.log", env))
         pids = {"server": server.proc.proc.pid, "hollow agents": hollow.proc.pid}
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         own = time.process_time()
@@ -522,6 +525,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--utilisation", type=float, default=0.8)
     p.add_argument("--run-delay", type=float, default=0.0)
+    p.add_argument("--report-window-ms", type=float, default=100.0, help="the hollow agents' report window")
     p.add_argument(
         "--register-only",
         action="store_true",

@@ -14,15 +14,18 @@ container instance. Then, in one run:
    time (the goal's reference); the Engine API figure (keep-alive unix socket, no CLI) is the
    floor any agent on this engine could reach, shown for the diagnosis.
 2. **Burst** (``--burst``, default 50 = five RunTask calls of count 10, issued concurrently unless
-   ``--burst-mode back-to-back``): from the first call until DescribeTasks shows every task
-   RUNNING, against 50 parallel ``docker run -d`` (from the first launch until the last exits).
+   ``--burst-mode back-to-back``): from the first call until DescribeTasks (every
+   ``--burst-poll-ms``) shows every task RUNNING, against 50 parallel ``docker run -d`` (from the
+   first launch until the last exits); ``--burst-rounds`` pairs, alternating which side goes first,
+   the median round judged.
 3. **Agent memory**: PSS (``/proc/PID/smaps_rollup``) of the agent process idle (registered, no
    task yet), with the burst's 50 tasks running, and idle again at the end.
 
 It prints a table (p50/p95, Dockyard/docker ratios, goals: p50 <= 1.1x ``docker run -d``; burst <=
 1.2x the parallel docker runs; agent <= 50 MiB PSS idle), a breakdown of where Dockyard's time goes
 per task (from the task's createdAt, pullStartedAt, pullStoppedAt and startedAt, all taken on this
-machine's clock), the load average, and a final line ``BENCH_JSON {...}``.
+machine's clock), the load average, the commit measured (and how many files under src/ differ from
+it), and a final line ``BENCH_JSON {...}``.
 
 The agent runs with ``--image-pull-behavior prefer-cached`` (the image is local; no registry is
 reachable and nothing may leave the machine) and ``--stop-timeout 1``. Every process this script
@@ -40,6 +43,7 @@ import concurrent.futures
 import contextlib
 import http.client
 import json
+import math
 import os
 import secrets
 import shlex
@@ -70,6 +74,7 @@ CONTAINER_MEMORY_MIB = 32
 BENCH_LABEL = "dockyard-bench"  # on the containers this script runs itself (docker run, Engine API)
 FAMILY_LABEL = "com.amazonaws.ecs.task-definition-family"
 DOCKER_API = "/v1.41"
+DOCKER_TIMEOUT_S = 120.0  # a docker run -d or API call that takes longer fails the run
 MIB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # the image is local: nothing may be pulled from outside the machine
@@ -152,6 +157,27 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured and how many files under src/ differ from it (a shared tree moves)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": head, "src_files_changed": len(dirty)}
+
+
 def load_average() -> tuple[float, float, float]:
     one, five, fifteen = os.getloadavg()
     return round(one, 2), round(five, 2), round(fifteen, 2)
@@ -162,7 +188,7 @@ def load_average() -> tuple[float, float, float]:
 
 
 class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 60.0) -> None:
+    def __init__(self, path: str, timeout: float = DOCKER_TIMEOUT_S) -> None:
         super().__init__("localhost", timeout=timeout)
         self.socket_path = path
 
@@ -199,11 +225,11 @@ class DockerApi:
                 resp = self.conn.getresponse()
                 data = resp.read()
                 break
-            except (http.client.HTTPException, OSError):
+            except (http.client.HTTPException, OSError) as exc:  # a dropped keep-alive: retry once
                 self.conn.close()
                 self.conn = _UnixConnection(self.path)
                 if attempt == 2:
-                    raise
+                    raise RuntimeError(f"Docker Engine at {self.path}: {method} {path}: {exc!r}") from exc
         return resp.status, (json.loads(data) if data.strip() else None)
 
     def create_start(self, labels: dict[str, str]) -> str:
@@ -241,7 +267,12 @@ def docker_run_cmd(run_id: str) -> list[str]:
 def docker_run(run_id: str) -> tuple[float, str]:
     """One ``docker run -d`` (CLI wall time, seconds) and its container id."""
     t0 = time.perf_counter()
-    out = subprocess.run(docker_run_cmd(run_id), capture_output=True, text=True, check=False)
+    try:
+        out = subprocess.run(
+            docker_run_cmd(run_id), capture_output=True, text=True, check=False, timeout=DOCKER_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"docker run -d did not return within {DOCKER_TIMEOUT_S:.0f}s") from exc
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"docker run -d failed ({out.returncode}): {out.stderr.strip()}")
@@ -257,11 +288,23 @@ def docker_run_parallel(run_id: str, n: int) -> tuple[float, list[float], list[s
     ]
 
     def finished(proc: subprocess.Popen[str]) -> float:
-        proc.wait()  # each in its own thread, so each one's finish time is known (no busy polling)
+        # each in its own thread, so each one's finish time is known (no busy polling)
+        try:
+            proc.wait(timeout=DOCKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return math.inf
         return time.perf_counter() - t0
 
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
         ends = list(pool.map(finished, procs))
+    if math.inf in ends:
+        for p in procs:
+            p.communicate()
+        raise RuntimeError(
+            f"{ends.count(math.inf)} docker run -d did not return within {DOCKER_TIMEOUT_S:.0f}s"
+        )
     total = max(ends)
     ids = []
     errors = []
@@ -422,14 +465,34 @@ class Dockyard:
         return arns
 
     def cleanup(self, docker: DockerApi | None) -> list[str]:
-        notes = []
-        stop_process(self.agent)  # first, so it does not race the removals below
+        """Stop everything this run started; every step runs even when an earlier one fails."""
+        notes: list[str] = []
+
+        def step(what: str, action: Callable[[], str | None]) -> None:
+            try:
+                note = action()
+            except Exception as exc:  # keep cleaning up; say what could not be done
+                notes.append(f"{what} failed: {exc!r}")
+            else:
+                if note:
+                    notes.append(note)
+
+        step("stopping the agent", lambda: stop_process(self.agent))  # first: it must not race the rest
         if docker is not None and self.family:
-            removed = docker.remove_labelled(f"{FAMILY_LABEL}={self.family}")
-            if removed:
-                notes.append(f"removed {removed} task container(s)")
-        stop_process(self.server)
-        # Task cgroups a killed agent could not remove (normally gone already).
+            step(
+                "removing task containers",
+                lambda: (
+                    f"removed {n} task container(s)"
+                    if (n := docker.remove_labelled(f"{FAMILY_LABEL}={self.family}"))
+                    else None
+                ),
+            )
+        step("stopping the server", lambda: stop_process(self.server))
+        step("removing task cgroups", self._remove_cgroups)
+        return notes
+
+    def _remove_cgroups(self) -> None:
+        """Task cgroups a stopped agent left behind (normally already gone)."""
         for controller in Path("/sys/fs/cgroup").glob("*"):
             for task_id in self.task_ids:
                 d = controller / "dockyard" / task_id
@@ -440,7 +503,6 @@ class Dockyard:
                                 child.rmdir()
                     with contextlib.suppress(OSError):
                         d.rmdir()
-        return notes
 
 
 def ts(value: Any) -> float | None:
@@ -723,6 +785,7 @@ def build_report(
             "burst_poll_ms": args.burst_poll_ms,
             "agent": " ".join([args.agent_cmd or "python -m dockyard.cli.agent_cmd agent", *AGENT_FLAGS]),
         },
+        "code": code_version(),
         "machine": {
             "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)),
@@ -812,6 +875,12 @@ def print_report(rep: dict[str, Any], bursts: list[Burst]) -> None:
         f"machine: {machine['cpu_count']} CPUs shared by server, agent, dockerd and this client; "
         f"load average (1/5/15 min) at start {la[0]}/{la[1]}/{la[2]}, at end {le[0]}/{le[1]}/{le[2]}"
     )
+    code = rep.get("code") or {}
+    if code:
+        print(
+            f"code: commit {code['commit']}, {code['src_files_changed']} file(s) under src/ changed since; "
+            f"agent: {cfg['agent']}"
+        )
     header = _row("measurement", "dockyard", "docker", "ratio", "goal", "verdict")
     print(header)
     print("-" * (len(header) + 2))
@@ -1008,9 +1077,12 @@ def main(argv: list[str] | None = None) -> int:
             for note in dy.cleanup(docker):
                 log(f"cleanup: {note}")
             if docker is not None:
-                n = docker.remove_labelled(f"{BENCH_LABEL}={run_id}")
-                if n:
-                    log(f"cleanup: removed {n} docker-run container(s)")
+                try:
+                    n = docker.remove_labelled(f"{BENCH_LABEL}={run_id}")
+                    if n:
+                        log(f"cleanup: removed {n} docker-run container(s)")
+                except Exception as exc:
+                    log(f"cleanup: removing containers labelled {BENCH_LABEL}={run_id} failed: {exc!r}")
                 docker.close()
     rep = build_report(args, seq, bursts, idle_kib, idle_end_kib, load_start, load_end)
     print_report(rep, bursts)

@@ -6,6 +6,7 @@ import pytest
 
 from dockyard.domain.errors import InvalidParameter
 from dockyard.domain.resources import (
+    DEFAULT_ENIS,
     DEFAULT_RESERVED_PORTS,
     Resources,
     parse_registered,
@@ -52,13 +53,23 @@ def test_parse_registered_defaults_and_validation():
         {"name": "MEMORY", "type": "INTEGER", "integerValue": 3900},
         {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": ["53"]},
     ]
-    assert parse_registered(wire) == R(2048, 3900, DEFAULT_RESERVED_PORTS, frozenset({53}))
+    assert parse_registered(wire) == R(2048, 3900, DEFAULT_RESERVED_PORTS, frozenset({53}), DEFAULT_ENIS)
+    assert parse_registered([{"name": "ENI", "type": "INTEGER", "integerValue": 2}]).enis == 2
     with pytest.raises(InvalidParameter):
         parse_registered([{"name": "CPU", "integerValue": -1}])
     with pytest.raises(InvalidParameter):
         parse_registered([{"name": "PORTS", "stringSetValue": ["http"]}])
     with pytest.raises(InvalidParameter):
         parse_registered([{"name": "GPU", "integerValue": 1}])
+
+
+def test_eni_is_a_counted_resource():
+    left = R(1024, 1024, enis=1)
+    one = R(0, 0, enis=1)
+    assert shortfall(left, one) is None
+    found = shortfall(R(1024, 1024, enis=1) + R(), one + one)
+    assert found is not None and found.resource == "ENI"
+    assert Resources.from_document((one + one).to_document()).enis == 2
 
 
 def test_wire_and_document_round_trip():

@@ -162,3 +162,80 @@ def test_an_agent_that_stops_polling_is_disconnected_and_skipped(tmp_path, uniqu
         if agent is not None:
             agent.close()
         srv.stop()
+
+
+def test_the_agents_own_reports_do_not_wake_its_long_poll(ecs, cluster, agents, unique):
+    """docs/agent-protocol.md section 2: the desired-set revision moves with what the agent must
+    learn (a task added, its desiredStatus changed), not with what it reported itself."""
+    agent = agents(cluster)
+    register_td(ecs, unique)
+    [task] = ecs.run_task(cluster=cluster, taskDefinition=unique)["tasks"]
+    arn = task["taskArn"]
+    placed = agent.poll(known=0)["revision"]
+    answer = agent.call(
+        AGENT_PREFIX + "Report",
+        {
+            "cluster": cluster,
+            "containerInstanceArn": agent.instance_arn,
+            "reports": [{"taskArn": arn, "seq": agent.next_seq(arn), "status": "RUNNING"}],
+        },
+    )
+    assert answer["results"] == [{"taskArn": arn, "accepted": True}]
+    assert answer["revision"] == placed  # nothing new for the agent
+    started = time.monotonic()
+    waited = agent.poll(known=placed, wait=0.5)
+    assert time.monotonic() - started >= 0.45 and waited["revision"] == placed
+    assert waited["tasks"][0]["reportedSeq"] == 1  # the set itself is always current
+    # StopTask is news: the long-poll answers at once
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(agent.poll, placed, 10.0)
+        ecs.stop_task(cluster=cluster, task=arn, reason="bye")
+        stopping = waiting.result(timeout=10)
+    assert stopping["revision"] > placed and stopping["tasks"][0]["desiredStatus"] == "STOPPED"
+    # the agent's own STOPPED takes the task out of the set without waking it again
+    assert agent.say(arn, "STOPPED")["accepted"]
+    waited = agent.poll(known=stopping["revision"], wait=0.5)
+    assert waited["revision"] == stopping["revision"] and waited["tasks"] == []
+    [t] = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"]
+    assert (t["lastStatus"], t["stoppedReason"]) == ("STOPPED", "bye")
+
+
+def test_a_task_that_leaves_the_set_by_the_control_planes_doing_wakes_the_agent(
+    ecs, cluster, agents, unique
+):
+    agent = agents(cluster)
+    register_td(ecs, unique)
+    [task] = ecs.start_task(cluster=cluster, taskDefinition=unique, containerInstances=[agent.instance_arn])[
+        "tasks"
+    ]
+    known = agent.poll(known=0)["revision"]
+    # the agent never reported: deregistering with force stops the task at once (not by the agent)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(agent.poll, known, 10.0)
+        ecs.deregister_container_instance(cluster=cluster, containerInstance=agent.instance_arn, force=True)
+        answer = waiting.result(timeout=10)
+    assert answer["revision"] > known and answer["instanceStatus"] == "INACTIVE"
+    [t] = ecs.describe_tasks(cluster=cluster, tasks=[task["taskArn"]])["tasks"]
+    assert t["lastStatus"] == "STOPPED"
+
+
+def test_reports_ride_a_poll_and_are_applied_before_it_waits(ecs, cluster, agents, unique):
+    agent = agents(cluster)
+    register_td(ecs, unique)
+    arns = [t["taskArn"] for t in ecs.run_task(cluster=cluster, taskDefinition=unique, count=3)["tasks"]]
+    known = agent.poll(known=0)["revision"]
+    reports = [{"taskArn": a, "seq": 1, "status": "RUNNING"} for a in arns]
+    reports.append({"taskArn": arns[0], "seq": 1, "status": "RUNNING"})  # duplicate: dropped
+    started = time.monotonic()
+    answer = agent.poll(known=known, wait=0.5, reports=reports)
+    assert time.monotonic() - started >= 0.45  # its own reports are no news
+    assert answer["results"] == [{"taskArn": a, "accepted": True} for a in arns] + [
+        {"taskArn": arns[0], "accepted": False, "reason": "STALE"}
+    ]
+    described = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]
+    assert {t["lastStatus"] for t in described} == {"RUNNING"}
+    assert agent.poll(known=0)["tasks"][0]["reportedSeq"] == 1
+    with pytest.raises(AgentError) as e:  # validated like a Report's, before anything is applied
+        agent.poll(reports=[{"taskArn": arns[1], "seq": 2, "status": "ACTIVATING"}])
+    assert e.value.code == "InvalidParameterException" and "reports[0].status" in e.value.message
+    assert ecs.describe_tasks(cluster=cluster, tasks=[arns[1]])["tasks"][0]["lastStatus"] == "RUNNING"

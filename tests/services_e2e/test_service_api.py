@@ -172,6 +172,10 @@ def test_validation_errors(ecs, cluster, unique):  # type: ignore[no-untyped-def
                 "desiredCount": 1,
                 "loadBalancers": [{"targetGroupArn": "arn:x", "containerName": "web", "containerPort": 80}],
             },
+            "InvalidParameterException",  # no such target group (test_services_lb.py has the rest)
+        ),
+        (
+            {"serviceName": "x", "desiredCount": 1, "serviceRegistries": [{"registryArn": "arn:x"}]},
             "UnsupportedFeatureException",
         ),
         (

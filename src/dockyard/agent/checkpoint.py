@@ -110,12 +110,13 @@ class Checkpoint:
     instance: dict[str, Any] = field(default_factory=dict)
     pulled_images: set[str] = field(default_factory=set)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sync: bool = True  # fsync every write (hollow agents skip it: their containers die with them)
 
     @classmethod
-    def load(cls, state_dir: Path) -> Checkpoint:
+    def load(cls, state_dir: Path, *, sync: bool = True) -> Checkpoint:
         path = state_dir / FILE_NAME
         if not path.exists():
-            return cls(path=path, instance={"instanceId": new_instance_id()})
+            return cls(path=path, instance={"instanceId": new_instance_id()}, sync=sync)
         try:
             doc = json.loads(path.read_text())
         except ValueError as e:
@@ -130,6 +131,7 @@ class Checkpoint:
             instance=instance,
             pulled_images=set(doc.get("pulledImages") or ()),
             tasks=dict(doc.get("tasks") or {}),
+            sync=sync,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -147,23 +149,29 @@ class Checkpoint:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            if self.sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
 
 
 class CheckpointWriter:
-    """Coalesces writes: at most one every ``interval`` seconds, and one at close."""
+    """Coalesces writes: at most one every ``interval`` seconds, and one at close.
 
-    def __init__(self, checkpoint: Checkpoint, interval: float = 0.2) -> None:
+    With ``tasks=False`` (hollow agents, whose simulated containers do not outlive the process)
+    tasks are not checkpointed at all: only the instance's identity is, at registration."""
+
+    def __init__(self, checkpoint: Checkpoint, interval: float = 0.2, *, tasks: bool = True) -> None:
         self.checkpoint = checkpoint
         self.interval = interval
+        self.tasks = tasks
         self._dirty = asyncio.Event()
 
     def put_task(self, task: TaskState, cleanup_at: float | None = None) -> None:
-        self.checkpoint.tasks[task.arn] = dump_task(task, cleanup_at)
-        self._dirty.set()
+        if self.tasks:
+            self.checkpoint.tasks[task.arn] = dump_task(task, cleanup_at)
+            self._dirty.set()
 
     def forget(self, task_arn: str) -> None:
         if self.checkpoint.tasks.pop(task_arn, None) is not None:

@@ -117,6 +117,8 @@ def stop_blocker(container: ContainerState, containers: Mapping[str, ContainerSt
 def validate(definitions: Iterable[ContainerDefinition]) -> str | None:
     """Why the dependency graph cannot be followed (unknown name, cycle), or None."""
     defs = {d.name: d for d in definitions}
+    if not any(depends_on_names(d) for d in defs.values()):
+        return None  # nothing depends on anything (the common case)
     for d in defs.values():
         for name in depends_on_names(d):
             if name not in defs:

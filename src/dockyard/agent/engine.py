@@ -2,9 +2,11 @@
 
     register (retry until the server and cluster answer; then sign with the agent's own key pair)
       |
-      +-- poll loop:    Poll(knownRevision) -> desired set -> one TaskRunner per task (runner.py)
+      +-- poll loop:    Poll(knownRevision, pending reports) -> desired set -> one TaskRunner per
+      |                 task (runner.py); after a new desired set it waits the report window, so the
+      |                 reports of what it just started ride the next Poll
       +-- event pump:   runtime events (our label only) -> the task's runner queue; RESYNC -> re-list
-      +-- reporter:     batched, sequenced Report (reporter.py)
+      +-- reporter:     batched, sequenced reports; a Report of their own while a long-poll is out
       +-- checkpoint:   coalesced writes of every task's state (checkpoint.py)
       +-- cleanup:      stopped tasks' containers and task volumes removed after --task-cleanup-wait
 
@@ -28,9 +30,10 @@ from dockyard.agent import task_spec
 from dockyard.agent.cgroups import TaskCgroups
 from dockyard.agent.checkpoint import Checkpoint, CheckpointWriter, load_task
 from dockyard.agent.images import ImagePuller
+from dockyard.agent.networking.rules import start_networking
 from dockyard.agent.ports import PortAllocator
 from dockyard.agent.registration import HostFacts
-from dockyard.agent.reporter import Reporter, task_report
+from dockyard.agent.reporter import DEFAULT_WINDOW, Reporter, ReportStats, task_report
 from dockyard.agent.runner import Desired, ReportResult, Resync, RunnerContext, TaskRunner
 from dockyard.agent.runtime.base import (
     LABEL_INSTANCE,
@@ -80,6 +83,10 @@ class AgentSettings:
     task_cleanup_wait: float = 3600.0
     poll_wait: float = 20.0
     cgroup_root: Path | None = Path("/sys/fs/cgroup")
+    report_window: float = DEFAULT_WINDOW  # seconds reports gather before they are sent
+    reports_on_poll: bool = True  # pending reports ride the next Poll (docs/agent-protocol.md s. 3)
+    checkpoint_tasks: bool = True  # False (hollow agents): only the instance's identity is saved
+    checkpoint_sync: bool = True  # fsync each checkpoint write
 
 
 @dataclass
@@ -94,13 +101,21 @@ class _Finished:
 
 class Engine:
     def __init__(
-        self, settings: AgentSettings, runtime: ContainerRuntime, client: EcsClient | None = None
+        self,
+        settings: AgentSettings,
+        runtime: ContainerRuntime,
+        client: EcsClient | None = None,
+        *,
+        stats: ReportStats | None = None,
+        registration_gate: asyncio.Semaphore | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.client = client or EcsClient(settings.server, settings.credentials, settings.region)
-        self.checkpoint = Checkpoint.load(settings.state_dir)
-        self.writer = CheckpointWriter(self.checkpoint)
+        self.stats = stats if stats is not None else ReportStats()
+        self._gate = registration_gate
+        self.checkpoint = Checkpoint.load(settings.state_dir, sync=settings.checkpoint_sync)
+        self.writer = CheckpointWriter(self.checkpoint, tasks=settings.checkpoint_tasks)
         self.instance_arn: str = ""
         self.cluster_arn: str = ""
         self.revision = 0
@@ -114,6 +129,7 @@ class Engine:
         self._stopping = False
         self.reporter: Reporter | None = None
         self.ctx: RunnerContext | None = None
+        self._poll_now: asyncio.Future[None] | None = None  # resolved: end the report window early
 
     @property
     def instance_id(self) -> str:
@@ -131,8 +147,16 @@ class Engine:
                 cluster_arn=self.cluster_arn,
                 instance_arn=self.instance_arn,
                 on_result=self._report_result,
+                on_revision=self._server_revision,
+                window=self.settings.report_window,
+                stats=self.stats,
             )
             self.ctx = self._context()
+            self.ctx.networking = await start_networking(  # awsvpc (agent/networking/)
+                self.runtime, self.client, self.cluster_arn, self.instance_arn
+            )
+            if self.ctx.networking is not None:
+                background.append(asyncio.create_task(self.ctx.networking.run()))
             background.append(asyncio.create_task(self.reporter.run()))
             background.append(asyncio.create_task(self._pump_events()))
             await self._connected.wait()
@@ -186,9 +210,10 @@ class Engine:
         delay = 0.2
         while True:
             try:
-                answer = await self.client.register_container_instance(
-                    facts.request(self.checkpoint.instance.get("containerInstanceArn"))
-                )
+                async with self._gate or contextlib.nullcontext():
+                    answer = await self.client.register_container_instance(
+                        facts.request(self.checkpoint.instance.get("containerInstanceArn"))
+                    )
                 break
             except ClientError as e:
                 log.warning("registration with %s failed (retrying in %.1fs): %s", s.server, delay, e)
@@ -207,44 +232,76 @@ class Engine:
         self.writer.flush()
         if self.ctx is not None:
             self.ctx.instance_arn = self.instance_arn
+        if self.reporter is not None:
+            self.reporter.instance_arn, self.reporter.cluster_arn = self.instance_arn, self.cluster_arn
         self.registered.set()
         log.info("registered %s (%s) in %s", self.instance_arn, self.instance_id, self.cluster_arn)
 
     # -- the desired set -------------------------------------------------------------------------
 
     async def _poll_loop(self) -> None:
+        assert self.reporter is not None
+        reporter = self.reporter
         delay = 0.2
+        carry = self.settings.reports_on_poll
         while True:
+            body: dict[str, Any] = {
+                "cluster": self.cluster_arn,
+                "containerInstanceArn": self.instance_arn,
+                "knownRevision": self.revision,
+                "waitSeconds": self.settings.poll_wait,
+            }
+            reports = reporter.take() if carry else []
+            if reports:
+                body["reports"] = reports
             try:
-                answer = await self.client.poll(
-                    {
-                        "cluster": self.cluster_arn,
-                        "containerInstanceArn": self.instance_arn,
-                        "knownRevision": self.revision,
-                        "waitSeconds": self.settings.poll_wait,
-                    },
-                    self.settings.poll_wait,
-                )
+                answer = await self.client.poll(body, self.settings.poll_wait)
                 delay = 0.2
-            except ApiError as e:
-                log.warning("poll refused: %s", e)
-                if e.code in _REREGISTER:
+            except ClientError as e:
+                self.stats.errors += 1
+                reporter.settle(reports, None)
+                carry = False  # the next poll goes bare: a report the server refuses never blocks polls
+                if isinstance(e, ApiError) and e.code in _REREGISTER:
+                    log.warning("poll refused: %s", e)
                     await self.register()
                     self.revision = 0
                 else:
+                    log.warning("poll failed (retrying in %.1fs): %s", delay, e)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                 continue
-            except ClientError as e:
-                log.warning("poll failed (retrying in %.1fs): %s", delay, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self.revision = int(answer.get("revision") or 0)
+            carry = self.settings.reports_on_poll
+            self.stats.polls += 1
+            reporter.settle(reports, answer, by_poll=True)
+            revision = int(answer.get("revision") or 0)
+            news = revision != self.revision
+            self.revision = revision
             self.apply(answer)
             if self._stopping and not self.runners:
                 log.info("instance deregistered; all tasks stopped")
                 return
+            if news and carry and self.settings.report_window > 0:
+                with reporter.hold():  # what the runners publish meanwhile rides the next poll
+                    await self._window()
+
+    async def _window(self) -> None:
+        """After a new desired set: wait until every runner settled (so the next poll carries what
+        they report), at most the report window; a Report answer showing news ends it too."""
+        if self._settled():
+            return
+        loop = asyncio.get_running_loop()
+        self._poll_now = wake = loop.create_future()
+        timer = loop.call_later(self.settings.report_window, _resolve, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._poll_now = None
+
+    def _server_revision(self, revision: int) -> None:
+        """A Report answer's desired-set revision: newer than ours means the server has news."""
+        if revision > self.revision and self._poll_now is not None:
+            _resolve(self._poll_now)
 
     def apply(self, answer: dict[str, Any]) -> None:
         """Apply one desired set (docs/agent-protocol.md, section 2)."""
@@ -258,18 +315,18 @@ class Engine:
             reported = int(wire.get("reportedSeq") or 0)
             runner = self.runners.get(arn)
             if runner is not None:
-                runner.send(Desired(desired, reported))
+                runner.desire(Desired(desired, reported))
             elif arn in self.finished:
                 self._resend_final(arn, reported)
             else:
                 self._start_runner(wire, desired, reported)
         for arn, runner in self.runners.items():
             if arn not in seen:
-                runner.send(Desired(TaskStatus.STOPPED))
+                runner.desire(Desired(TaskStatus.STOPPED))
         if answer.get("instanceStatus") == "INACTIVE":
             self._stopping = True
             for runner in self.runners.values():
-                runner.send(Desired(TaskStatus.STOPPED))
+                runner.desire(Desired(TaskStatus.STOPPED))
         if self._first_set:
             self._first_set = False
             self._stop_strays(seen)
@@ -347,6 +404,11 @@ class Engine:
         assert self.reporter is not None
         self.reporter.submit(task_report(task))
         self.writer.put_task(task)
+        if self._poll_now is not None and self._settled():
+            _resolve(self._poll_now)
+
+    def _settled(self) -> bool:
+        return all(r.settled for r in self.runners.values())
 
     def _report_result(self, arn: str, seq: int, accepted: bool) -> None:
         runner = self.runners.get(arn)
@@ -441,3 +503,8 @@ class Engine:
             return
         self.finished.pop(arn, None)
         self.writer.forget(arn)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -36,6 +36,7 @@ CAPABILITIES = [
     "ecs.capability.container-health-check",
     "ecs.capability.container-ordering",
     "ecs.capability.task-cpu-mem-limit",
+    "ecs.capability.task-eni",  # awsvpc (agent/networking/)
     "ecs.capability.execution-role-awslogs",
     "ecs.capability.docker-plugin.local",
     "ecs.capability.full-sync",

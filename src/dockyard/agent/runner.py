@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from dockyard.agent import dependencies, task_spec
 from dockyard.agent.cgroups import OOM_REASON, OomCounters, TaskCgroups, oom_verdict
 from dockyard.agent.images import ImagePuller
+from dockyard.agent.networking.pause import NetworkSetupError
+from dockyard.agent.networking.rules import TaskNetworking
 from dockyard.agent.ports import NoPortsAvailable, PortAllocator
-from dockyard.agent.reporter import content, task_report
+from dockyard.agent.reporter import task_report
 from dockyard.agent.runtime.base import (
     LABEL_CONTAINER_NAME,
     LABEL_INSTANCE,
@@ -89,6 +91,7 @@ class RunnerContext:
     instance_arn: str
     publish: Callable[[TaskState], None]
     allow_privileged: bool = False
+    networking: TaskNetworking | None = None  # awsvpc (agent/networking/); None: awsvpc tasks fail
     default_stop_timeout: int = task_spec.DEFAULT_STOP_TIMEOUT
     now: Callable[[], float] = time.time
 
@@ -113,15 +116,31 @@ class TaskRunner:
         self._plan: dict[str, list[PortBinding]] = {}
         self._volume_sources: dict[str, tuple[str, bool]] = {}
         self._cgroup_parent: str | None = None
+        self._pause: str | None = None  # awsvpc: the container holding the task's namespace
         self._last_report: dict[str, object] | None = None
         self._resend = False
+        self._desired: Desired | None = None  # the last desired state handed over
+        self._decided = False
 
     def send(self, message: Message) -> None:
         self.queue.put_nowait(message)
 
+    def desire(self, desired: Desired) -> None:
+        """Hand over the server's desired state, unless it is the one already handed over (every
+        poll answer repeats the whole set) and no rejected report waits for it."""
+        if desired != self._desired or self._resend:
+            self._desired = desired
+            self.send(desired)
+
     @property
     def finished(self) -> bool:
         return self.task.known is TaskStatus.STOPPED
+
+    @property
+    def settled(self) -> bool:
+        """Nothing left to do until something happens: it decided at least once, no action is in
+        flight and no message waits (what it would report next depends on the outside world)."""
+        return self._decided and not self._flight.busy and self.queue.empty()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -192,11 +211,12 @@ class TaskRunner:
                 task.stop_code = StopCode.TASK_FAILED_TO_START
 
     def _publish(self) -> None:
-        report = task_report(self.task)
-        if self._last_report is not None and content(report) == self._last_report:
+        self._decided = True
+        body = task_report(self.task, with_seq=False)
+        if body == self._last_report:
             return
         self.task.seq += 1
-        self._last_report = content(report)
+        self._last_report = body
         self.ctx.publish(self.task)
 
     # -- preparing and finishing ---------------------------------------------------------------
@@ -229,8 +249,18 @@ class TaskRunner:
             needed, self._volume_sources = task_spec.volumes(task)
             for volume in needed:
                 await self.ctx.runtime.ensure_volume(volume)
-        except (OSError, NoPortsAvailable, RuntimeError_) as e:
+            if task.definition.effective_network_mode.value == "awsvpc":
+                await self._attach_interface()
+        except (OSError, NoPortsAvailable, RuntimeError_, NetworkSetupError) as e:
             self._fail(f"ResourceInitializationError: {e}")
+
+    async def _attach_interface(self) -> None:
+        """awsvpc: the task's namespace and address (PROVISIONING), before any container."""
+        eni = self.task.wire.get("networkInterface")
+        if self.ctx.networking is None or not eni:
+            raise NetworkSetupError("this container instance cannot provide the awsvpc network mode")
+        attached = await self.ctx.networking.setup(self.task.arn, eni)
+        self._pause = attached.pause_id
 
     async def _adopt(self) -> None:
         """After a restart: what the runtime shows for this task's containers is the truth."""
@@ -244,6 +274,8 @@ class TaskRunner:
 
     async def _teardown(self) -> None:
         self.ctx.ports.release(self.task.arn)
+        if self.ctx.networking is not None:
+            self.ctx.networking.teardown(self.task.arn)  # DEPROVISIONING: the interface goes
         if self.ctx.cgroups is not None and self.ctx.cgroups.available:
             await self.ctx.cgroups.remove(self.task.task_id)
 
@@ -278,6 +310,7 @@ class TaskRunner:
                     bindings=self._plan.get(c.name, []),
                     volume_sources=self._volume_sources,
                     default_stop_timeout=self.ctx.default_stop_timeout,
+                    pause=self._pause,
                 )
                 self.send(ActionDone(c.name, action, runtime_id=await runtime.create(spec)))
             elif action is Action.START:

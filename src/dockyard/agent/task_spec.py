@@ -101,9 +101,6 @@ def task_from_wire(task: Mapping[str, Any]) -> TaskState:
 
 def unsupported(task: TaskState, *, allow_privileged: bool) -> str | None:
     """Why the task cannot run here, as its stoppedReason; None when it can."""
-    mode = task.definition.effective_network_mode.value
-    if mode == "awsvpc":
-        return RESOURCE_INIT + "the awsvpc network mode is not supported by this Dockyard agent yet"
     for v in task.definition.wire.get("volumes") or ():
         for kind in ("efsVolumeConfiguration", "fsxWindowsFileServerVolumeConfiguration"):
             if v.get(kind):
@@ -232,6 +229,7 @@ def container_spec(
     bindings: list[PortBinding],
     volume_sources: Mapping[str, tuple[str, bool]],
     default_stop_timeout: int = DEFAULT_STOP_TIMEOUT,
+    pause: str | None = None,
 ) -> ContainerSpec:
     d = container.definition.wire
     mode = task.definition.effective_network_mode.value
@@ -259,7 +257,7 @@ def container_spec(
         labels=labels(task, container, instance_arn, timeout),
         definition=d,
         network_mode=mode,
-        network=BRIDGE_NETWORK if mode == "bridge" else None,
+        network=BRIDGE_NETWORK if mode == "bridge" else pause if mode == "awsvpc" else None,
         cgroup_parent=cgroup_parent,
         port_bindings=tuple(bindings) if mode == "bridge" else (),
         binds=tuple(binds),

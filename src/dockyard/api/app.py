@@ -29,6 +29,8 @@ from starlette.routing import Route
 from dockyard.api import sigv4, validation
 from dockyard.api.authorization import authorize
 from dockyard.api.credentials import KeyRing
+from dockyard.api.ec2_protocol import SIGNING_NAME as EC2_SIGNING_NAME
+from dockyard.api.ec2_protocol import Ec2Api
 from dockyard.api.query_protocol import SIGNING_NAME, QueryApi
 from dockyard.domain.errors import (
     DockyardError,
@@ -156,6 +158,15 @@ class _Caller:
     region: str
 
 
+def _signed_for(request: Request, name: str) -> bool:
+    """Signed (header or presigned query) with the SigV4 signing name ``name``."""
+    scope = f"/{name}/aws4_request"
+    auth = request.headers.get("authorization")
+    if auth is not None:
+        return scope in auth
+    return request.query_params.get("X-Amz-Credential", "").endswith(scope)
+
+
 def _is_query(request: Request) -> bool:
     """Signed for ``elasticloadbalancing`` (header or presigned query), or unsigned form data."""
     scope = f"/{SIGNING_NAME}/aws4_request"
@@ -177,15 +188,18 @@ def create_app(
     keyring: KeyRing,
     config: ApiConfig,
     background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
-) -> Starlette:
+) -> FastPath:
     """The ASGI app. ``background`` coroutines (controllers, retention) run for the app's lifetime."""
     import asyncio
 
     api = EcsApi(env, keyring, config)
     elb = QueryApi(env, api.authenticate, config.account_id)
+    ec2 = Ec2Api(env, api.authenticate, config.account_id)
 
     async def dispatch(request: Request) -> Response:
         """POST / by protocol: SigV4 scope ``elasticloadbalancing`` -> ELBv2 query, else ECS JSON."""
+        if _signed_for(request, EC2_SIGNING_NAME):
+            return await ec2.respond(request)
         return await (elb if _is_query(request) else api).respond(request)
 
     @asynccontextmanager
@@ -201,7 +215,7 @@ def create_app(
     async def not_found(request: Request, exc: Exception) -> Response:
         return _error(UnknownOperation(f"No operation at {request.method} {request.url.path[:200]}"), "-")
 
-    return Starlette(
+    app = Starlette(
         exception_handlers={404: not_found, 405: not_found},
         routes=[
             Route("/", dispatch, methods=["POST"]),
@@ -209,3 +223,23 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    return FastPath(app, dispatch)
+
+
+class FastPath:
+    """``POST /`` straight to the protocol handlers; everything else (lifespan, health, 404) to Starlette.
+
+    The handlers map every error to an AWS response themselves, so the API's hot path skips
+    Starlette's routing and its two exception middlewares (measured: about a fifth of a request).
+    """
+
+    def __init__(self, app: Starlette, handler: Callable[[Request], Coroutine[Any, Any, Response]]) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
+            response = await self.handler(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -18,6 +18,7 @@ AGENT_OPERATIONS = frozenset(
         "SubmitAttachmentStateChanges",
         "DockyardAgentV1.Poll",
         "DockyardAgentV1.Report",
+        "DockyardAgentV1.NetworkRules",  # awsvpc: the resolved rules of its tasks' groups
     }
 )
 

@@ -12,7 +12,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -46,9 +48,29 @@ def agent(
     bind_address: str = typer.Option("127.0.0.1", help="Address that bridge-mode host ports bind to."),
     stop_timeout: int = typer.Option(30, help="Default seconds between SIGTERM and SIGKILL."),
     task_cleanup_wait: float = typer.Option(3600.0, help="Seconds stopped containers are kept (logs)."),
+    report_window_ms: float = typer.Option(
+        100.0,
+        help="Milliseconds reports gather before they are sent (they ride the next Poll when one is due).",
+    ),
+    instances: int = typer.Option(
+        1, help="With --runtime simulated: how many hollow container instances this process runs."
+    ),
+    availability_zones: str | None = typer.Option(
+        None,
+        help="Hollow instances: comma-separated zones, assigned round-robin (e.g. us-east-1a,us-east-1b).",
+    ),
+    sim_pull_ms: float = typer.Option(0.0, help="Simulated runtime: milliseconds an image pull takes."),
+    sim_create_ms: float = typer.Option(
+        0.0, help="Simulated runtime: milliseconds a container create takes."
+    ),
+    sim_start_ms: float = typer.Option(0.0, help="Simulated runtime: milliseconds a container start takes."),
+    sim_stop_ms: float = typer.Option(0.0, help="Simulated runtime: milliseconds a container stop takes."),
     log_level: str = typer.Option("info", help="Log level."),
 ) -> None:
-    """Run the Dockyard agent: register this host and run the tasks placed on it."""
+    """Run the Dockyard agent: register this host and run the tasks placed on it.
+
+    With ``--runtime simulated --instances N`` one process runs N hollow container instances (no
+    containers; each task walks the real lifecycle after the --sim-*-ms delays), for scale tests."""
     from dockyard.agent.engine import AgentSettings
     from dockyard.agent.ports import default_range, parse_range
     from dockyard.client.credentials import NoCredentials, find_credentials, find_region
@@ -70,6 +92,11 @@ def agent(
         raise typer.BadParameter(f"--image-pull-behavior: {image_pull_behavior!r}") from e
     if runtime not in ("docker", "simulated"):
         raise typer.BadParameter("--runtime is docker or simulated")
+    if instances < 1 or (instances > 1 and runtime != "simulated"):
+        raise typer.BadParameter("--instances N (N > 1) runs hollow instances: it needs --runtime simulated")
+    zones = [z.strip() for z in (availability_zones or "").split(",") if z.strip()]
+    if min(report_window_ms, sim_pull_ms, sim_create_ms, sim_start_ms, sim_stop_ms) < 0:
+        raise typer.BadParameter("--report-window-ms and --sim-*-ms are not negative")
     settings = AgentSettings(
         server=server,
         cluster=cluster,
@@ -88,29 +115,66 @@ def agent(
         default_stop_timeout=stop_timeout,
         task_cleanup_wait=task_cleanup_wait,
         cgroup_root=Path("/sys/fs/cgroup") if runtime == "docker" else None,
+        report_window=report_window_ms / 1000,
     )
-    asyncio.run(_run_agent(settings, runtime))
+    delays = (sim_pull_ms / 1000, sim_create_ms / 1000, sim_start_ms / 1000, sim_stop_ms / 1000)
+    if instances > 1:
+        _run(_run_hollow(settings, instances, zones, delays))
+    else:
+        if zones and settings.availability_zone is None:
+            settings.availability_zone = zones[0]
+        _run(_run_agent(settings, runtime, delays))
 
 
-async def _run_agent(settings: object, runtime_name: str) -> None:
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but the agent does not need it
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def _cancel_on_signals() -> None:
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
+
+
+async def _run_hollow(settings: object, count: int, zones: list[str], delays: tuple[float, ...]) -> None:
+    from dockyard.agent.engine import AgentSettings
+    from dockyard.agent.hollow import HollowAgents
+    from dockyard.agent.runtime.simulated import Delays
+
+    assert isinstance(settings, AgentSettings)
+    hollow = HollowAgents(settings, count, zones=zones, delays=Delays(*delays))
+    _cancel_on_signals()
+    log = logging.getLogger("dockyard.agent")
+    try:
+        await hollow.run()
+    except asyncio.CancelledError:
+        log.info("hollow agents stopping")
+    finally:
+        log.info("hollow agent stats %s", json.dumps({**hollow.stats.as_json(), "instances": count}))
+
+
+async def _run_agent(settings: object, runtime_name: str, delays: tuple[float, ...]) -> None:
     from dockyard.agent.engine import AgentSettings, Engine
     from dockyard.agent.runtime.base import ContainerRuntime
 
     assert isinstance(settings, AgentSettings)
     runtime: ContainerRuntime
     if runtime_name == "simulated":
-        from dockyard.agent.runtime.simulated import SimulatedRuntime
+        from dockyard.agent.runtime.simulated import Delays, SimulatedRuntime
 
-        runtime = SimulatedRuntime()
+        runtime = SimulatedRuntime(Delays(*delays))
     else:
         from dockyard.agent.runtime.docker import DockerRuntime
 
         runtime = DockerRuntime()
     engine = Engine(settings, runtime)
-    main = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: main.cancel() if main else None)
+    _cancel_on_signals()
     try:
         await engine.run()
     except asyncio.CancelledError:

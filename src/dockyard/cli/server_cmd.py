@@ -180,6 +180,8 @@ async def serve(
             access_log=False,
             log_level="warning",
             timeout_keep_alive=30,
+            proxy_headers=False,
+            server_header=False,
             timeout_graceful_shutdown=10,
             backlog=4096,
         )

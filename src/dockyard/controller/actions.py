@@ -25,7 +25,7 @@ import orjson
 from dockyard.domain.container_instances import Allocation
 from dockyard.domain.services import PropagateTags, Service
 from dockyard.domain.tags import Tag
-from dockyard.domain.task_lifecycle import Merged, request_stop, stop_now
+from dockyard.domain.task_lifecycle import LOAD_BALANCERS, Merged, request_stop, stop_now
 from dockyard.domain.tasks import Task, needs, new_task
 from dockyard.placement import keys
 from dockyard.placement.cache import ClusterCache, Entry
@@ -160,6 +160,7 @@ async def commit_starts(
     budget = start_budget(len(cache.instances(scope)))
     tags = task_tags(service, starts[0])
     strategy, constraints = strategy_of(service), constraints_of(service, td)
+    gates = (LOAD_BALANCERS,) if service.load_balancers else ()
     placed: list[Task] = []
     failures: list[Failure] = []
     offset = 0
@@ -186,6 +187,7 @@ async def commit_starts(
                 tags=tags,
                 now=now,
                 availability_zone=zone,
+                gates=gates,
             )
 
         written: list[tuple[Service, bytes]] = []

@@ -17,6 +17,17 @@ from .model import NewId
 
 SCHEDULER_STOP_CODE = "ServiceSchedulerInitiated"
 UNHEALTHY_REASON = "Task failed container health checks"
+ELB_UNHEALTHY_PREFIX = "Task failed ELB health checks in "
+
+
+def elb_unhealthy_reason(target_group_arn: str) -> str:
+    """The stoppedReason of a task replaced because its target fails the load balancer's checks."""
+    return f"{ELB_UNHEALTHY_PREFIX}(target-group {target_group_arn})"
+
+
+def failed_health_checks(reason: str | None) -> bool:
+    """Whether a scheduler's stoppedReason says the task failed health checks (container or ELB)."""
+    return reason == UNHEALTHY_REASON or (reason or "").startswith(ELB_UNHEALTHY_PREFIX)
 
 
 def _ids(task_ids: Sequence[str]) -> str:

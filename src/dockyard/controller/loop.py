@@ -1,15 +1,21 @@
 """The service controller's loop: store watch -> snapshot -> reconcile (pure) -> commit (CAS).
 
     service documents (ServiceCache, watched)  ─┐
-    tasks, instances, liveness (ClusterCache)  ─┼─> reconcile(service, tasks, hosts, now) -> Decision
-    clock                                       ─┘        │
+    tasks, instances, liveness (ClusterCache)  ─┤
+    targets' health (/elb-health/, watched)    ─┼─> reconcile(service, tasks, hosts, now, targets)
+    clock                                       ─┘        │  -> Decision
                                                          v
             commit_stops / commit_service / commit_starts (each compares the service's revision)
 
+For a service behind load balancers, ``targets.TargetSteps`` runs first: it registers ACTIVATING
+tasks, drains DEACTIVATING ones, deregisters tasks that stopped by themselves, and reads the
+targets' health that reconcile takes as input (``controller/targets.py``).
+
 A round reconciles every ACTIVE or DRAINING service; a round runs when a service document changes,
-when the cluster cache applies a change (a task report, an instance joining or draining), or when
-a decision said time alone would change it (``wake_at``: a task settling, a back-off ending, a
-grace period ending). Rounds are coalesced for a few milliseconds so a burst of reports costs one.
+when the cluster cache applies a change (a task report, an instance joining or draining), when a
+load balancer's view of a target's health changes, or when a decision said time alone would change
+it (``wake_at``: a task settling, a back-off ending, a grace period or a drain ending). Rounds are
+coalesced for a few milliseconds so a burst of reports costs one.
 
 No leader is needed for correctness: a decision commits only if the service document is still the
 one it was made from, so two controllers (two server processes) can run this loop at once; the loser
@@ -32,15 +38,17 @@ from dataclasses import dataclass, field, replace
 from dockyard.clock import Clock
 from dockyard.domain.services import SchedulingStrategy
 from dockyard.domain.tasks import Task
+from dockyard.lb.keys import HEALTH
 from dockyard.placement import keys
 from dockyard.placement.cache import ClusterCache, Entry
-from dockyard.store.base import Conflict, StateStore
+from dockyard.store.base import Compacted, Conflict, StateStore, StoreClosed
 
 from .actions import commit_service, commit_starts, commit_stops
 from .model import ControllerSettings, Decision, Host
 from .placing import constraints_of, members
 from .reconcile import reconcile
 from .service_cache import ServiceCache, ServiceEntry
+from .targets import TargetSteps
 
 log = logging.getLogger("dockyard.controller")
 
@@ -73,6 +81,7 @@ class ServiceController:
         self._disconnected: dict[tuple[keys.Scope, str], float] = {}
         self._hold: dict[str, float] = {}  # service key -> no placement before (it found no room)
         self._new_id = new_id or _uuid
+        self.targets = TargetSteps(store, cache, clock, self.options.retry_seconds)
         self.rounds = 0
         self.conflicts = 0
 
@@ -81,11 +90,14 @@ class ServiceController:
 
     async def run(self) -> None:
         self.services.start()
-        follower: asyncio.Task[None] | None = None
+        followers: list[asyncio.Task[None]] = []
         try:
             await self.services.ready()
             await self.cache.ready()
-            follower = asyncio.create_task(self._follow_cache(), name="service-controller-follow")
+            followers = [
+                asyncio.create_task(self._follow_cache(), name="service-controller-follow"),
+                asyncio.create_task(self._follow_health(), name="service-controller-health"),
+            ]
             while True:
                 _raise_if_cancelled()
                 self._dirty.clear()
@@ -99,9 +111,9 @@ class ServiceController:
                             await self._dirty.wait()
                 await asyncio.sleep(self.options.coalesce_seconds)
         finally:
-            if follower is not None:
-                follower.cancel()
-                await asyncio.gather(follower, return_exceptions=True)
+            for f in followers:
+                f.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
             await self.services.close()
 
     async def _follow_cache(self) -> None:
@@ -114,6 +126,25 @@ class ServiceController:
             except TimeoutError:
                 continue
             self._dirty.set()
+
+    async def _follow_health(self) -> None:
+        """Wake the loop whenever a load balancer's view of a target's health changes."""
+        while True:
+            _raise_if_cancelled()
+            try:
+                listed = await self.store.list(HEALTH, limit=1)
+                self._dirty.set()
+                async for _ in self.store.watch(HEALTH, listed.revision + 1):
+                    self._dirty.set()
+            except Compacted:
+                continue
+            except StoreClosed:
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watching target health failed; watching again")
+                await asyncio.sleep(self.options.retry_seconds)
 
     # ---- one round ----------------------------------------------------------------------------
 
@@ -156,11 +187,13 @@ class ServiceController:
             wanted = constraints_of(service, primary.task_definition)
             ok = members(self.cache, entry.scope, (h.id for h in hosts), wanted)
             hosts = [replace(h, eligible=h.id in ok) for h in hosts]
+        balanced = await self.targets.run(entry.key, entry.scope, service, tasks)
+        tasks = balanced.tasks
         decision: Decision = reconcile(
-            service, [e.value for e in tasks], hosts, now, self.settings, self._new_id
+            service, [e.value for e in tasks], hosts, now, self.settings, self._new_id, balanced.targets
         )
         if decision.idle:
-            return decision.wake_at
+            return _earliest(decision.wake_at, balanced.wake_at)
         revision = entry.mod_revision
         if decision.stops:
             by_id = {e.value.id: e for e in tasks}
@@ -169,7 +202,7 @@ class ServiceController:
             )
         elif decision.write:
             revision = await commit_service(self.store, entry.key, revision, decision.service)
-        wake_at = decision.wake_at
+        wake_at = _earliest(decision.wake_at, balanced.wake_at)
         if decision.starts:
             hold = self._hold.get(entry.key, 0.0)
             if hold > now:
@@ -226,6 +259,11 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _earliest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 def _by_group(entries: Iterable[Entry[Task]]) -> dict[str, list[Entry[Task]]]:

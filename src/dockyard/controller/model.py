@@ -1,12 +1,14 @@
 """What the service reconciler reads and returns (pure values).
 
-    reconcile(service, tasks, instances, now, settings, new_id) -> Decision
+    reconcile(service, tasks, instances, now, settings, new_id, targets) -> Decision
 
 - ``service``: the stored Service, with its deployments (PRIMARY, ACTIVE) and events;
 - ``tasks``: the service's tasks (its ``group``) as the task cache holds them, STOPPED ones included
   while they are retained (the circuit breaker and the back-off count them);
 - ``instances``: the cluster's container instances (``Host``): status, agent connection, since when
   the agent has been disconnected;
+- ``targets``: for each RUNNING task of a service behind load balancers, its targets' health
+  (``TargetState``, by task id); such a task counts as healthy only when its targets are;
 - ``now``: wall-clock seconds; ``new_id``: event ids.
 
 A ``Decision`` holds the service as it should be stored next (deployment states, counts, events),
@@ -38,6 +40,19 @@ class ControllerSettings:
     # tasks on an instance whose agent has been disconnected this long are stopped and replaced
     disconnect_grace_seconds: float = 300.0
     max_events: int = 100
+
+
+# a load-balanced task's health as its target groups judge it
+TARGET_HEALTHY, TARGET_UNHEALTHY, TARGET_INITIAL = "healthy", "unhealthy", "initial"
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """The targets of one load-balanced task as the load balancers see them (an input: the loop reads
+    DescribeTargetHealth's view, the reconciler stays pure)."""
+
+    state: str  # healthy: every target is; unhealthy: one fails its checks; initial: not decided yet
+    target_group_arn: str | None = None  # the group whose checks fail (unhealthy)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The service reconciler: desired state vs the tasks that exist -> what to stop and start (pure).
 
-    reconcile(service, tasks, instances, now, settings, new_id) -> Decision
+    reconcile(service, tasks, instances, now, settings, new_id, targets) -> Decision
 
 One call decides one step; the loop commits it (compare-and-swap on the service document) and calls
-again on the next change. Like Nomad's reconciler it has no I/O: time, instances and ids are inputs.
+again on the next change. Like Nomad's reconciler it has no I/O: time, instances, ids and the load
+balancers' view of each task's targets (``targets``) are inputs.
 
 Order of a step:
 
@@ -14,7 +15,8 @@ Order of a step:
 3. the **circuit breaker**: a PRIMARY deployment IN_PROGRESS with as many consecutive failures as
    its threshold becomes FAILED; with ``rollback``, the last COMPLETED deployment becomes PRIMARY
    again. A change of deployments is a step of its own (the next step plans on the new state);
-4. the **plan** (REPLICA or DAEMON): tasks failing health checks past the grace period are replaced;
+4. the **plan** (REPLICA or DAEMON): tasks failing health checks (container or load balancer) past
+   the grace period are replaced;
    surplus tasks (older deployments, tasks on DRAINING instances, more than desired) are stopped —
    unhealthy ones freely, healthy ones only while ``healthy >= ceil(minimumHealthyPercent x desired
    / 100)`` stays true; then tasks are started while ``live <= floor(maximumPercent x desired / 100)``
@@ -31,7 +33,7 @@ as it is until the user updates it, as ECS does.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from dockyard.domain.container_instances import InstanceStatus
@@ -50,7 +52,7 @@ from dockyard.domain.task_status import TaskStatus
 from dockyard.domain.tasks import Task
 
 from . import events
-from .model import ControllerSettings, Decision, Host, NewId, Start, Stop
+from .model import ControllerSettings, Decision, Host, NewId, Start, Stop, TargetState
 from .rollout import Assessed, assess, failures, has_health_check, next_launch, rollback_target
 
 
@@ -76,8 +78,10 @@ def reconcile(
     now: float,
     settings: ControllerSettings | None = None,
     new_id: NewId = _uuid,
+    targets: Mapping[str, TargetState] | None = None,
 ) -> Decision:
     settings = settings or ControllerSettings()
+    targets = targets or {}
     if service.status is ServiceStatus.INACTIVE:
         return Decision(service)
     hosts = {h.id: h for h in instances}
@@ -91,6 +95,7 @@ def reconcile(
             settings=settings,
             grace_period=grace,
             now=now,
+            target=targets.get(t.id),
         )
         for t in tasks
     ]
@@ -277,7 +282,7 @@ def _stop_surplus(
 def _replace_unhealthy(live: list[Assessed], plan: _Plan) -> list[Assessed]:
     for a in live:
         if a.replace_unhealthy:
-            plan.stops.append(Stop(a.id, events.UNHEALTHY_REASON))
+            plan.stops.append(Stop(a.id, a.unhealthy_reason))
         if a.wake_at is not None:
             plan.wake.append(a.wake_at)
     return [a for a in live if not a.replace_unhealthy]

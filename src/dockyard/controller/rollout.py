@@ -1,14 +1,17 @@
 """Task health, failures, the circuit breaker and the launch back-off (pure).
 
-Health (the issue's rule; the load-balancing issue will add target health):
+Health:
 
 - a task is **live** while its desiredStatus is RUNNING and it is not being stopped (lastStatus
   before DEACTIVATING): it counts toward maximumPercent ("RUNNING or PENDING");
 - a live task is **healthy** when RUNNING and, if an essential container of its task definition has
   a health check, the task's healthStatus is HEALTHY; with no health check, once it has been
   RUNNING for the settle time (ECS's 40 s; ``ControllerSettings.settle_seconds``);
-- a RUNNING task whose health checks report UNHEALTHY is replaced, but not before
-  ``healthCheckGracePeriodSeconds`` after it started.
+- a task of a service behind load balancers (``target`` given) is healthy when RUNNING, its
+  targets are healthy in every target group and, if it has a container health check, that passes
+  too; no settle time applies (the load balancer's healthy threshold is the settling);
+- a RUNNING task whose container health checks report UNHEALTHY, or whose target fails the load
+  balancer's checks, is replaced, but not before ``healthCheckGracePeriodSeconds`` after it started.
 
 Failures (what the circuit breaker and the back-off count), per deployment:
 
@@ -34,8 +37,14 @@ from dockyard.domain.task_definitions import TaskDefinition
 from dockyard.domain.task_status import HealthStatus, StopCode, TaskStatus
 from dockyard.domain.tasks import Task
 
-from .events import SCHEDULER_STOP_CODE, UNHEALTHY_REASON
-from .model import ControllerSettings
+from .events import (
+    ELB_UNHEALTHY_PREFIX,
+    SCHEDULER_STOP_CODE,
+    UNHEALTHY_REASON,
+    elb_unhealthy_reason,
+    failed_health_checks,
+)
+from .model import TARGET_HEALTHY, TARGET_UNHEALTHY, ControllerSettings, TargetState
 
 SELF_STOP_CODES = frozenset({StopCode.TASK_FAILED_TO_START, StopCode.ESSENTIAL_CONTAINER_EXITED})
 
@@ -59,6 +68,7 @@ class Assessed:
     live: bool
     healthy: bool = False
     replace_unhealthy: bool = False  # failing health checks past the grace period
+    unhealthy_reason: str = UNHEALTHY_REASON  # the stoppedReason when it is replaced for that
     healthy_since: float | None = None  # when it became healthy (if it ever was)
     failed_start_at: float | None = None
     failed_health_at: float | None = None
@@ -88,14 +98,18 @@ def assess(
     settings: ControllerSettings,
     grace_period: int | None,
     now: float,
+    target: TargetState | None = None,
 ) -> Assessed:
     """Judge ``task`` of deployment ``dep_id`` (None: unknown); ``checked``: its task definition has
-    an essential container with a health check."""
+    an essential container with a health check; ``target``: its targets' health when the service is
+    behind load balancers."""
     settle = settings.settle_seconds
     started = task.started_at if task.started_at is not None else task.created_at
     if task.desired_status is TaskStatus.RUNNING and task.last_status < TaskStatus.DEACTIVATING:
         if task.last_status is not TaskStatus.RUNNING:
             return Assessed(task, dep_id, live=True)
+        if target is not None:
+            return _assess_balanced(task, dep_id, checked, target, started + (grace_period or 0), now)
         if checked:
             if task.health_status is HealthStatus.HEALTHY:
                 return Assessed(task, dep_id, live=True, healthy=True, healthy_since=started)
@@ -113,16 +127,17 @@ def assess(
     end = _end(task)
     healthy_since: float | None = None
     if task.started_at is not None:
-        if checked and task.health_status is HealthStatus.HEALTHY:
+        elb_failed = (task.stopped_reason or "").startswith(ELB_UNHEALTHY_PREFIX)
+        if checked and task.health_status is HealthStatus.HEALTHY and not elb_failed:
             healthy_since = task.started_at
-        elif not checked and end - task.started_at >= settle:
+        elif not checked and end - task.started_at >= settle and not elb_failed:
             healthy_since = task.started_at + settle
     failed_start = None
     failed_health = None
     if task.desired_status is TaskStatus.STOPPED:
         if task.stop_code in SELF_STOP_CODES and healthy_since is None:
             failed_start = end
-        elif task.stop_code == SCHEDULER_STOP_CODE and task.stopped_reason == UNHEALTHY_REASON:
+        elif task.stop_code == SCHEDULER_STOP_CODE and failed_health_checks(task.stopped_reason):
             failed_health = task.stopping_at if task.stopping_at is not None else end
     return Assessed(
         task,
@@ -132,6 +147,26 @@ def assess(
         failed_start_at=failed_start,
         failed_health_at=failed_health,
     )
+
+
+def _assess_balanced(
+    task: Task, dep_id: str | None, checked: bool, target: TargetState, grace_end: float, now: float
+) -> Assessed:
+    """A RUNNING task behind load balancers: healthy when its targets (and its container health
+    check, if any) are; replaced when either fails past the grace period."""
+    container_failing = checked and task.health_status is HealthStatus.UNHEALTHY
+    target_failing = target.state == TARGET_UNHEALTHY
+    if container_failing or target_failing:
+        if now < grace_end:
+            return Assessed(task, dep_id, live=True, wake_at=grace_end)
+        reason = UNHEALTHY_REASON
+        if target_failing and not container_failing:
+            reason = elb_unhealthy_reason(target.target_group_arn or "")
+        return Assessed(task, dep_id, live=True, replace_unhealthy=True, unhealthy_reason=reason)
+    containers_ok = not checked or task.health_status is HealthStatus.HEALTHY
+    if target.state == TARGET_HEALTHY and containers_ok:
+        return Assessed(task, dep_id, live=True, healthy=True, healthy_since=task.started_at or now)
+    return Assessed(task, dep_id, live=True)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ CPU = "CPU"
 MEMORY = "MEMORY"
 PORTS = "PORTS"
 PORTS_UDP = "PORTS_UDP"
+ENI = "ENI"  # awsvpc tasks an instance takes (an integer in totalResources; DEFAULT_ENIS when absent)
+DEFAULT_ENIS = 16
 MAX_PORT = 65535
 
 # the host ports ECS's agent registers as unavailable by default
@@ -36,6 +38,7 @@ class Resources:
     memory: int = 0
     ports: frozenset[int] = frozenset()
     ports_udp: frozenset[int] = frozenset()
+    enis: int = 0  # awsvpc task interfaces: registered capacity, or 1 per awsvpc task (RESOURCE:ENI)
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(
@@ -43,6 +46,7 @@ class Resources:
             memory=self.memory + other.memory,
             ports=self.ports | other.ports,
             ports_udp=self.ports_udp | other.ports_udp,
+            enis=self.enis + other.enis,
         )
 
     def to_wire(self) -> list[dict[str, Any]]:
@@ -55,12 +59,15 @@ class Resources:
         ]
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "cpu": self.cpu,
             "memory": self.memory,
             "ports": sorted(self.ports),
             "portsUdp": sorted(self.ports_udp),
         }
+        if self.enis:
+            doc["enis"] = self.enis
+        return doc
 
     @staticmethod
     def from_document(doc: Mapping[str, Any]) -> Resources:
@@ -69,6 +76,7 @@ class Resources:
             memory=int(doc.get("memory", 0)),
             ports=frozenset(int(p) for p in doc.get("ports", ())),
             ports_udp=frozenset(int(p) for p in doc.get("portsUdp", ())),
+            enis=int(doc.get("enis", 0)),
         )
 
 
@@ -90,6 +98,7 @@ def remaining(registered: Resources, reserved: Resources) -> Resources:
         memory=registered.memory - reserved.memory,
         ports=registered.ports | reserved.ports,
         ports_udp=registered.ports_udp | reserved.ports_udp,
+        enis=registered.enis - reserved.enis,
     )
 
 
@@ -127,9 +136,15 @@ def udp_ports_shortfall(left: Resources, need: Resources) -> Shortfall | None:
     return None
 
 
+def eni_shortfall(left: Resources, need: Resources) -> Shortfall | None:
+    if need.enis and need.enis > left.enis:
+        return Shortfall(ENI, f"needs {need.enis} awsvpc interface(s), {max(left.enis, 0)} remain")
+    return None
+
+
 def shortfall(left: Resources, need: Resources) -> Shortfall | None:
-    """The first resource ``need`` lacks in ``left`` (CPU, MEMORY, PORTS, PORTS_UDP), else None."""
-    for check in (cpu_shortfall, memory_shortfall, ports_shortfall, udp_ports_shortfall):
+    """The first resource ``need`` lacks in ``left`` (CPU, MEMORY, PORTS, PORTS_UDP, ENI), else None."""
+    for check in (cpu_shortfall, memory_shortfall, ports_shortfall, udp_ports_shortfall, eni_shortfall):
         found = check(left, need)
         if found is not None:
             return found
@@ -163,9 +178,10 @@ def parse_registered(wire: Sequence[Mapping[str, Any]] | None) -> Resources:
     cpu = memory = 0
     ports: frozenset[int] | None = None
     ports_udp: frozenset[int] = frozenset()
+    enis = DEFAULT_ENIS  # not given
     for item in wire or ():
         name = item.get("name")
-        if name in (CPU, MEMORY):
+        if name in (CPU, MEMORY, ENI):
             value = item.get("integerValue")
             if value is None:
                 value = item.get("longValue") or int(item.get("doubleValue") or 0)
@@ -173,6 +189,8 @@ def parse_registered(wire: Sequence[Mapping[str, Any]] | None) -> Resources:
                 raise InvalidParameter(f"totalResources {name} must be a non-negative integer.")
             if name == CPU:
                 cpu = value
+            elif name == ENI:
+                enis = value
             else:
                 memory = value
         elif name in (PORTS, PORTS_UDP):
@@ -184,9 +202,9 @@ def parse_registered(wire: Sequence[Mapping[str, Any]] | None) -> Resources:
         else:
             raise InvalidParameter(
                 f"Unsupported resource '{str(name)[:100]}' in totalResources; "
-                f"supported: {CPU}, {MEMORY}, {PORTS}, {PORTS_UDP}."
+                f"supported: {CPU}, {MEMORY}, {PORTS}, {PORTS_UDP}, {ENI}."
             )
-    return Resources(cpu, memory, DEFAULT_RESERVED_PORTS if ports is None else ports, ports_udp)
+    return Resources(cpu, memory, DEFAULT_RESERVED_PORTS if ports is None else ports, ports_udp, enis)
 
 
 def _parse_ports(name: str, values: Iterable[Any]) -> frozenset[int]:

@@ -230,6 +230,9 @@ class Service:
     fingerprint: str = ""  # of the CreateService request, for its idempotency
     steady: bool = False  # the last "has reached a steady state" still holds
     inactive_since: float | None = None
+    # ELBv2 target groups its tasks are registered with, as the wire has them (checked by
+    # CreateService): {targetGroupArn, containerName, containerPort}
+    load_balancers: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def group(self) -> str:
@@ -277,6 +280,7 @@ class Service:
             "availabilityZoneRebalancing": self.availability_zone_rebalancing,
             "fingerprint": self.fingerprint,
             "steady": self.steady,
+            "loadBalancers": [dict(lb) for lb in self.load_balancers],
         }
         for key, value in (
             ("createdBy", self.created_by),
@@ -320,6 +324,7 @@ class Service:
             fingerprint=str(doc.get("fingerprint", "")),
             steady=bool(doc.get("steady", False)),
             inactive_since=doc.get("inactiveSince"),
+            load_balancers=tuple(doc.get("loadBalancers") or ()),
         )
 
     def to_wire(self, counts: ServiceCounts, include_tags: bool = False) -> dict[str, Any]:
@@ -332,7 +337,7 @@ class Service:
             "serviceArn": self.arn,
             "serviceName": self.name,
             "clusterArn": self.cluster_arn,
-            "loadBalancers": [],
+            "loadBalancers": [dict(lb) for lb in self.load_balancers],
             "serviceRegistries": [],
             "status": self.status.value,
             "desiredCount": self.desired_count,

@@ -10,9 +10,13 @@ container states; the control plane owns the rest. An agent status maps onto the
     agent RUNNING  -> ACTIVATING   (load-balancer/discovery registration will happen here)
     agent STOPPED  -> DEPROVISIONING  (resources are released here)
 
-``settle`` then advances every control-plane step that has no work to do yet (ACTIVATING -> RUNNING,
-DEACTIVATING -> STOPPING, DEPROVISIONING -> STOPPED), so later issues can hook work in between
-without changing the merge. Every function is pure: it takes ``now`` and returns a new ``Task``.
+``settle`` then advances every control-plane step that has no work to do (ACTIVATING -> RUNNING,
+DEACTIVATING -> STOPPING, DEPROVISIONING -> STOPPED). A task with ``gates`` (a service task behind
+load balancers) has work there: it stays ACTIVATING until the services controller registered its
+targets (``activated``), and, once it had reached ACTIVATING, stays DEACTIVATING until its targets
+drained (``deactivated``). Meanwhile its agent is told to keep it running (``agent_desired_status``),
+so a draining task still serves its in-flight requests. Every function is pure: it takes ``now`` and
+returns a new ``Task``.
 
 Rules of the merge:
 
@@ -35,6 +39,7 @@ from dockyard.domain.task_status import ContainerStatus, HealthStatus, StopCode,
 from dockyard.domain.tasks import Container, Task
 
 STALE = "STALE"
+LOAD_BALANCERS = "loadBalancers"  # a gate: targets registered while ACTIVATING, drained while DEACTIVATING
 USER_STOP_REASON = "Task stopped by user"
 ESSENTIAL_EXITED_REASON = "Essential container in task exited"
 
@@ -87,13 +92,22 @@ def in_desired_set(task: Task) -> bool:
     return not task.stopped
 
 
+def agent_desired_status(task: Task) -> TaskStatus:
+    """The desiredStatus the agent is told: RUNNING while the control plane deactivates the task (its
+    targets drain before the agent stops it), else the task's own."""
+    if task.last_status is TaskStatus.DEACTIVATING:
+        return TaskStatus.RUNNING
+    return task.desired_status
+
+
 def desired_set_changed(old: Task | None, new: Task | None) -> bool:
     """Whether a write from ``old`` to ``new`` (None: absent) changes the desired set as its agent
     must learn it (docs/agent-protocol.md section 2), i.e. whether the instance's desired-set
     revision advances and its long-polls wake.
 
     A task entering the set, leaving it by the control plane's doing (StopTask of a task its agent
-    never ran, an instance gone, a deletion) or changing its ``desiredStatus`` does. A ``lastStatus``
+    never ran, an instance gone, a deletion) or changing the desiredStatus its agent is told
+    (``agent_desired_status``) does. A ``lastStatus``
     or container change does not, nor does the task leaving the set because the agent's own
     sequenced report stopped it (``reportedSeq`` moved in the same write): the agent knows already,
     and waking it would cost a Poll answer per report.
@@ -104,7 +118,7 @@ def desired_set_changed(old: Task | None, new: Task | None) -> bool:
         return was or now
     if was and now:
         assert old is not None and new is not None
-        return old.desired_status is not new.desired_status
+        return agent_desired_status(old) is not agent_desired_status(new)
     if now:
         return True  # entered the set
     if not was:
@@ -114,13 +128,16 @@ def desired_set_changed(old: Task | None, new: Task | None) -> bool:
 
 
 def settle(task: Task, now: float) -> Task:
-    """Advance the control-plane steps that have nothing to do (yet)."""
+    """Advance the control-plane steps that have nothing to do (a gated task's wait for the controller)."""
     t = task
-    if t.last_status is TaskStatus.ACTIVATING:
+    gated = bool(t.gates)
+    if t.last_status is TaskStatus.ACTIVATING and not gated:
         t = replace(t, last_status=TaskStatus.RUNNING, started_at=_first(t.started_at, now))
+    drain = gated
     if t.desired_status is TaskStatus.STOPPED and t.last_status < TaskStatus.DEACTIVATING:
+        drain = gated and t.last_status >= TaskStatus.ACTIVATING  # before that, nothing was registered
         t = replace(t, last_status=TaskStatus.DEACTIVATING)
-    if t.last_status is TaskStatus.DEACTIVATING:
+    if t.last_status is TaskStatus.DEACTIVATING and not drain:
         t = replace(t, last_status=TaskStatus.STOPPING, stopping_at=_first(t.stopping_at, now))
     if t.last_status is TaskStatus.DEPROVISIONING:
         t = _stopped(t, now)
@@ -230,3 +247,19 @@ def stop_now(task: Task, *, reason: str, stop_code: str, now: float) -> Merged:
         stop_code=task.stop_code or stop_code,
     )
     return _bump(task, _stopped(t, now))
+
+
+def activated(task: Task, now: float) -> Merged:
+    """The controller registered a gated task's targets: ACTIVATING -> RUNNING."""
+    if task.last_status is not TaskStatus.ACTIVATING or task.desired_status is not TaskStatus.RUNNING:
+        return Merged(task)
+    t = replace(task, last_status=TaskStatus.RUNNING, started_at=_first(task.started_at, now))
+    return _bump(task, t)
+
+
+def deactivated(task: Task, now: float) -> Merged:
+    """A gated task's targets drained: DEACTIVATING -> STOPPING (its agent is told to stop it now)."""
+    if task.last_status is not TaskStatus.DEACTIVATING:
+        return Merged(task)
+    t = replace(task, last_status=TaskStatus.STOPPING, stopping_at=_first(task.stopping_at, now))
+    return _bump(task, t)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockyard.domain import arns
+from dockyard.domain import arns, task_eni
 from dockyard.domain.errors import InvalidParameter
 from dockyard.domain.resources import Resources
 from dockyard.domain.tags import Tag
@@ -150,6 +150,10 @@ class Task:
     version: int = 1
     reported_seq: int = 0
     availability_zone: str | None = None
+    # control-plane work that holds ACTIVATING (before RUNNING) and DEACTIVATING (before STOPPING)
+    # until the controller has done it: ``task_lifecycle.LOAD_BALANCERS`` (register/drain targets)
+    gates: tuple[str, ...] = ()
+    eni: Mapping[str, Any] | None = None  # awsvpc: the task's interface (domain/task_eni.py)
 
     @property
     def family(self) -> str:
@@ -200,6 +204,10 @@ class Task:
         for wire_name, attr in _TIMES:
             if getattr(self, attr) is not None:
                 doc[wire_name] = getattr(self, attr)
+        if self.gates:
+            doc["gates"] = list(self.gates)
+        if self.eni is not None:
+            doc["eni"] = dict(self.eni)
         return doc
 
     @staticmethod
@@ -230,6 +238,8 @@ class Task:
             version=int(doc.get("version", 1)),
             reported_seq=int(doc.get("reportedSeq", 0)),
             availability_zone=doc.get("availabilityZone"),
+            gates=tuple(doc.get("gates") or ()),
+            eni=doc.get("eni"),
             **{attr: doc.get(wire_name) for wire_name, attr in _TIMES},
         )
 
@@ -269,6 +279,10 @@ class Task:
                 out[wire_name] = getattr(self, attr)
         if include_tags:
             out["tags"] = [{"key": k, "value": v} for k, v in self.tags]
+        if self.eni is not None:
+            out["attachments"] = [task_eni.attachment_wire(self.eni, self.last_status)]
+            for c in out["containers"]:
+                c["networkInterfaces"] = task_eni.container_interfaces(self.eni)
         return out
 
 
@@ -362,7 +376,8 @@ def needs(td: TaskDefinition, overrides: Mapping[str, Any]) -> Resources:
     else:
         memory = sum((r if r is not None else (m or 0)) for _, m, r in limits)
     tcp, udp = host_ports(td)
-    return Resources(cpu=cpu, memory=memory, ports=tcp, ports_udp=udp)
+    enis = 1 if td.effective_network_mode is NetworkMode.AWSVPC else 0  # RESOURCE:ENI
+    return Resources(cpu=cpu, memory=memory, ports=tcp, ports_udp=udp, enis=enis)
 
 
 def new_task(
@@ -381,6 +396,7 @@ def new_task(
     tags: tuple[Tag, ...],
     now: float,
     availability_zone: str | None = None,
+    gates: tuple[str, ...] = (),
 ) -> Task:
     """A task just placed on ``instance_arn``: PROVISIONING, desired RUNNING."""
     task_cpu, task_memory = task_size(td, overrides)
@@ -416,4 +432,5 @@ def new_task(
         started_by=started_by,
         tags=tags,
         availability_zone=availability_zone,
+        gates=gates,
     )

@@ -12,7 +12,7 @@ a task of the service (bridge or host network mode, target type ``instance``)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from dockyard.clock import Clock
 from dockyard.domain.container_instances import ContainerInstance
 from dockyard.domain.elb_errors import ElbError
 from dockyard.domain.errors import InvalidParameter
-from dockyard.domain.target_groups import HEALTHY, INITIAL, INSTANCE, IP, UNHEALTHY
+from dockyard.domain.target_groups import HEALTHY, INITIAL, INSTANCE, IP, UNHEALTHY, TargetHealth
 from dockyard.domain.task_definitions import NetworkMode, TaskDefinition
 from dockyard.domain.tasks import Task
 from dockyard.lb import records, registrations
@@ -45,6 +45,13 @@ class ServiceLoadBalancer:
                 "(classic load balancers by loadBalancerName are not supported by Dockyard)."
             )
         return ServiceLoadBalancer(str(arn), str(name), int(port))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "targetGroupArn": self.target_group_arn,
+            "containerName": self.container_name,
+            "containerPort": self.container_port,
+        }
 
 
 def instance_address(instance: ContainerInstance) -> str:
@@ -133,13 +140,57 @@ async def deregister_task(
     load_balancers: Sequence[ServiceLoadBalancer],
     task: Task,
     instance: ContainerInstance,
+    keep: Collection[tuple[str, int]] = (),
 ) -> float:
     """DEACTIVATING (or the task died): drain the task's targets; returns when the last drain ends
-    (epoch seconds): stop the task at or after that moment."""
+    (epoch seconds): stop the task at or after that moment. Targets in ``keep`` ((id, port) now
+    served by another task: a stopped task's host port taken again) are left alone."""
     deadline = clock.time()
     for tg_arn, target in task_targets(load_balancers, task, instance):
+        if (target.id, target.port) in keep:
+            continue
         deadline = max(deadline, await registrations.deregister(store, clock, tg_arn, [target]))
     return deadline
+
+
+# the health of every registered target of some target groups: {tg ARN: {(id, port): health}}
+GroupStates = Mapping[str, Mapping[tuple[str, int], TargetHealth]]
+
+
+async def group_states(store: StateStore, clock: Clock, target_group_arns: Iterable[str]) -> GroupStates:
+    """Read once what ``task_health_in`` needs for many tasks (a group that no longer exists: empty)."""
+    out: dict[str, dict[tuple[str, int], TargetHealth]] = {}
+    for arn in set(target_group_arns):
+        states: dict[tuple[str, int], TargetHealth] = {}
+        try:
+            for _, target, health in await registrations.health(store, clock, arn):
+                if target.port is not None:
+                    states[(target.id, target.port)] = health
+        except ElbError:
+            pass
+        out[arn] = states
+    return out
+
+
+def task_health_in(
+    load_balancers: Sequence[ServiceLoadBalancer],
+    task: Task,
+    instance: ContainerInstance,
+    states: GroupStates,
+) -> tuple[str, str | None]:
+    """(``healthy`` | ``unhealthy`` | ``initial``, the target group that fails) from ``group_states``
+    (PURE): as ``task_health``."""
+    targets = task_targets(load_balancers, task, instance)
+    if len(targets) < len(load_balancers):
+        return INITIAL, None
+    verdicts = []
+    for tg_arn, target in targets:
+        health = states.get(tg_arn, {}).get((target.id, target.port or 0))
+        verdicts.append((health.state if health is not None else INITIAL, tg_arn))
+    for state, tg_arn in verdicts:
+        if state == UNHEALTHY:
+            return UNHEALTHY, tg_arn
+    return (HEALTHY if all(state == HEALTHY for state, _ in verdicts) else INITIAL), None
 
 
 async def task_health(

@@ -116,7 +116,8 @@ class ClusterCache:
             self._runner = asyncio.get_running_loop().create_task(self._run(), name="cluster-cache")
 
     async def ready(self, timeout: float = 30.0) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        if not self._ready.is_set():  # (wait_for costs a task: not on every request once loaded)
+            await asyncio.wait_for(self._ready.wait(), timeout)
         self._check_running()
 
     async def close(self) -> None:

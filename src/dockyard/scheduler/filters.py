@@ -18,6 +18,7 @@ from dockyard.domain.resources import (
     Resources,
     Shortfall,
     cpu_shortfall,
+    eni_shortfall,
     memory_shortfall,
     ports_shortfall,
     udp_ports_shortfall,
@@ -148,6 +149,7 @@ def chain(constraints: Sequence[PlacementConstraint] = (), group: str = "") -> t
         ResourceFilter("MEMORY", memory_shortfall),
         ResourceFilter("PORTS", ports_shortfall),
         ResourceFilter("PORTS_UDP", udp_ports_shortfall),
+        ResourceFilter("ENI", eni_shortfall),
     ]
     if any(c.type == DISTINCT_INSTANCE for c in constraints):
         checks.append(DistinctInstanceFilter(group))

@@ -4,10 +4,12 @@
   at once when newer than the agent's ``knownRevision``, else when it changes, else after the wait.
   It reads the cluster cache and waits on the cache's per-instance event; every Poll keeps the
   instance's liveness lease alive. The wait is capped at half the agent timeout, so a long-poll
-  never outlives the lease it renews (the agent simply polls again).
-- ``DockyardAgentV1.Report``: batched per-task reports, each with its sequence, merged monotonically
-  by ``domain.task_lifecycle`` and stored with compare-and-swap (re-read and re-merged on conflict).
-  A report that brings a task to STOPPED releases its reservation in the same transaction.
+  never outlives the lease it renews (the agent simply polls again). A Poll may carry ``reports``:
+  they are applied first, exactly as a Report's, and their results come back with the answer.
+- ``DockyardAgentV1.Report``: batched per-task reports, each with its sequence, applied by
+  ``agent_reports`` (one compare-and-swap transaction per chunk of tasks, re-read and re-merged
+  only where it conflicted; a report that brings a task to STOPPED releases its reservation in the
+  same transaction). The answer carries the instance's desired-set revision.
 - ECS's ``SubmitTaskStateChange``, ``SubmitContainerStateChange`` (unsequenced reports) and
   ``DiscoverPollEndpoint``.
 
@@ -19,16 +21,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from functools import partial
 from typing import Any
 
 from dockyard.domain import arns
 from dockyard.domain.container_instances import InstanceStatus
 from dockyard.domain.errors import AccessDenied, InvalidParameter
-from dockyard.domain.task_lifecycle import TaskReport, merge_report
+from dockyard.domain.task_lifecycle import TaskReport
 from dockyard.domain.tasks import Task
 from dockyard.placement.cache import ClusterCache
-from dockyard.placement.commit import read_task, write_task
+from dockyard.placement.commit import read_task
 from dockyard.services import keys
+from dockyard.services.agent_reports import MISSING, Item, apply_reports
 from dockyard.services.agent_wire import (
     agent_task,
     from_container_state_change,
@@ -41,7 +45,6 @@ from dockyard.services.cluster_state import cluster_cache
 from dockyard.services.clusters import DEFAULT_CLUSTER
 from dockyard.services.context import Env, Request, RequestContext, Response
 from dockyard.services.operations import operation
-from dockyard.services.retry import retry_on_conflict
 from dockyard.services.task_definitions import resolve_task_definition
 from dockyard.store.base import Compare, Conflict, LeaseNotFound, Put
 
@@ -92,11 +95,15 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
     assert instance_arn is not None
     scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster", "cluster"))
     asked = parse_poll(req)
+    reports = parse_reports(req, required=False)
+    results = await _apply(env, ctx, scope, instance_id, reports) if reports else None
     cache = await cluster_cache(env)
     entry = cache.instance(scope, instance_id)
     if entry is None or entry.value.status is InstanceStatus.INACTIVE:
         revision, _ = cache.desired(scope, instance_id)
-        return {"revision": revision, "instanceStatus": InstanceStatus.INACTIVE.value, "tasks": []}
+        return _with_results(
+            {"revision": revision, "instanceStatus": InstanceStatus.INACTIVE.value, "tasks": []}, results
+        )
     await _renew_liveness(env, cache, scope, instance_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(asked.wait_seconds, env.settings.agent_timeout_seconds / 2)
@@ -109,11 +116,18 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
         await _wait_any(changed, env.stopping, left)
     entry = cache.instance(scope, instance_id)
     status = entry.value.status if entry is not None else InstanceStatus.INACTIVE
-    return {
+    answer = {
         "revision": revision,
         "instanceStatus": status.value,
         "tasks": [agent_task(t, await _task_definition(env, ctx, t.task_definition_arn)) for t in tasks],
     }
+    return _with_results(answer, results)
+
+
+def _with_results(answer: dict[str, Any], results: list[dict[str, Any]] | None) -> dict[str, Any]:
+    if results is not None:
+        answer["results"] = results
+    return answer
 
 
 async def _renew_liveness(env: Env, cache: ClusterCache, scope: keys.Scope, instance_id: str) -> None:
@@ -167,10 +181,20 @@ async def report(env: Env, ctx: RequestContext, req: Request) -> Response:
     instance_arn = text(req, "containerInstanceArn", "containerInstanceArn", required=True)
     assert instance_arn is not None
     scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster", "cluster"))
-    reports = parse_reports(req)
+    results = await _apply(env, ctx, scope, instance_id, parse_reports(req))
     cache = await cluster_cache(env, sync=False)
-    targets: list[tuple[str, str | None]] = []
-    for task_arn, _ in reports:  # every task must be this instance's before anything is applied
+    return {"results": results, "revision": cache.desired(scope, instance_id)[0]}
+
+
+async def _apply(
+    env: Env, ctx: RequestContext, scope: keys.Scope, instance_id: str, reports: list[tuple[str, TaskReport]]
+) -> list[dict[str, Any]]:
+    """Apply one instance's reports (``agent_reports``); the per-report results, in request order.
+
+    Every task must be the instance's before anything is applied (else AccessDenied)."""
+    cache = await cluster_cache(env, sync=False)
+    items: list[Item] = []
+    for task_arn, rep in reports:
         task_id = _task_id_in(scope, task_arn)
         known = cache.task(scope, task_id) if task_id else None
         if known is None and task_id:
@@ -178,15 +202,17 @@ async def report(env: Env, ctx: RequestContext, req: Request) -> Response:
             known = found[0] if found else None
         if known is not None and known.instance_id != instance_id:
             raise _deny(ctx, task_arn)
-        targets.append((task_arn, task_id if known is not None else None))
+        items.append((task_id if known is not None else None, rep))
+    outcomes = await apply_reports(
+        env, cache, scope, instance_id, items, check=partial(_check_task_owner, ctx)
+    )
     results = []
-    for (task_arn, task_id), (_, rep) in zip(targets, reports, strict=True):
-        outcome = await apply_report(env, ctx, scope, task_id, rep) if task_id else "MISSING"
+    for (task_arn, _), outcome in zip(reports, outcomes, strict=True):
         result: dict[str, Any] = {"taskArn": task_arn, "accepted": outcome is None}
         if outcome is not None:
             result["reason"] = outcome
         results.append(result)
-    return {"results": results}
+    return results
 
 
 def _task_id_in(scope: keys.Scope, task_arn: str) -> str | None:
@@ -197,25 +223,6 @@ def _task_id_in(scope: keys.Scope, task_arn: str) -> str | None:
     if parsed.cluster not in (None, scope.cluster):
         return None
     return parsed.id
-
-
-async def apply_report(
-    env: Env, ctx: RequestContext, scope: keys.Scope, task_id: str, rep: TaskReport
-) -> str | None:
-    """Merge ``rep`` into the stored task; why it was dropped (STALE, MISSING), or None if applied."""
-
-    async def attempt() -> str | None:
-        found = await read_task(env.store, scope, task_id)
-        if found is None:
-            return "MISSING"
-        task, kv = found
-        _check_task_owner(ctx, task)
-        merged = merge_report(task, rep, env.clock.time())
-        if merged.changed:
-            await write_task(env.store, scope, kv, merged.task, release=merged.released)
-        return merged.reason if not merged.accepted else None
-
-    return await retry_on_conflict(attempt)
 
 
 # ---- ECS agent operations -------------------------------------------------------------------------
@@ -231,9 +238,19 @@ def _task_scope(ctx: RequestContext, req: Request) -> tuple[keys.Scope, str]:
 
 
 async def _submit(env: Env, ctx: RequestContext, req: Request, rep: TaskReport) -> Response:
+    """ECS's unsequenced state changes: one report, merged the same way as a Report's."""
     scope, task_id = _task_scope(ctx, req)
-    outcome = await apply_report(env, ctx, scope, task_id, rep)
-    if outcome == "MISSING":
+    cache = await cluster_cache(env, sync=False)
+    known = cache.task(scope, task_id)
+    if known is None:
+        found = await read_task(env.store, scope, task_id)
+        known = found[0] if found else None
+    if known is None:
+        raise InvalidParameter("The referenced task was not found.")
+    _check_task_owner(ctx, known)
+    check = partial(_check_task_owner, ctx)
+    [outcome] = await apply_reports(env, cache, scope, known.instance_id, [(task_id, rep)], check)
+    if outcome == MISSING:
         raise InvalidParameter("The referenced task was not found.")
     return {"acknowledgment": "ACK"}
 

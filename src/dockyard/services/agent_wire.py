@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard.domain.errors import InvalidParameter
-from dockyard.domain.task_lifecycle import ContainerReport, TaskReport
+from dockyard.domain.task_lifecycle import ContainerReport, TaskReport, agent_desired_status
 from dockyard.domain.task_status import AGENT_REPORTED, ContainerStatus, HealthStatus, StopCode, TaskStatus
 from dockyard.domain.tasks import Task
 
@@ -90,7 +90,7 @@ def agent_task(task: Task, task_definition: Mapping[str, Any] | None) -> dict[st
     return {
         "taskArn": task.arn,
         "clusterArn": task.cluster_arn,
-        "desiredStatus": task.desired_status.name,
+        "desiredStatus": agent_desired_status(task).name,  # RUNNING while its targets drain
         "taskDefinition": dict(task_definition) if task_definition is not None else None,
         "overrides": dict(task.overrides),
         "cpu": str(task.cpu) if task.cpu is not None else None,
@@ -100,6 +100,7 @@ def agent_task(task: Task, task_definition: Mapping[str, Any] | None) -> dict[st
         "group": task.group,
         "createdAt": task.created_at,
         "reportedSeq": task.reported_seq,
+        **({"networkInterface": dict(task.eni)} if task.eni is not None else {}),  # awsvpc
     }
 
 
@@ -167,9 +168,11 @@ def _stop_code(doc: Mapping[str, Any], path: str) -> str | None:
     return code
 
 
-def parse_reports(req: Mapping[str, Any]) -> list[tuple[str, TaskReport]]:
-    """``reports`` of a Report request: (taskArn, report) pairs, in order."""
+def parse_reports(req: Mapping[str, Any], *, required: bool = True) -> list[tuple[str, TaskReport]]:
+    """``reports`` of a Report request (or, optional, of a Poll): (taskArn, report) pairs, in order."""
     reports = req.get("reports")
+    if reports is None and not required:
+        return []
     if not isinstance(reports, list) or len(reports) > MAX_REPORTS:
         raise _fail("reports", f"a list of at most {MAX_REPORTS} task reports")
     out: list[tuple[str, TaskReport]] = []

@@ -14,8 +14,15 @@ starting, replacing and stopping tasks, rolling deployments, writing events.
   tasks and makes it INACTIVE, which stays describable for the retention period.
 - runningCount and pendingCount (of the service and each deployment) come from the task cache.
 
-What Dockyard does not provide yet (load balancers, service registries, Service Connect, awsvpc
-network configuration, other launch types and deployment controllers) is refused with
+- ``loadBalancers`` (target groups of type ``instance``, by ARN) are checked by CreateService
+  (``lb.ecs.check_service_load_balancers``: the container and port exist in the task definition, the
+  target group exists and a load balancer forwards to it) and kept on the service; the controller
+  registers each task with them while ACTIVATING and drains it while DEACTIVATING. A new task
+  definition must still have the container and port. Changing ``loadBalancers`` with UpdateService is
+  refused (not supported yet).
+
+What Dockyard does not provide yet (service registries, Service Connect, awsvpc network
+configuration, other launch types and deployment controllers) is refused with
 ``InvalidParameterException`` naming the member, never silently ignored.
 """
 
@@ -59,6 +66,7 @@ from dockyard.domain.services import (
 from dockyard.domain.tags import parse_tags
 from dockyard.domain.task_definitions import TaskDefinition, TaskDefinitionStatus
 from dockyard.domain.task_status import TaskStatus
+from dockyard.lb.ecs import check_service_load_balancers
 from dockyard.scheduler import parse_constraints, parse_strategies
 from dockyard.scheduler.expression import compile as compile_expression
 from dockyard.services import keys, refs
@@ -77,9 +85,10 @@ EC2 = "EC2"
 PENDING = frozenset({TaskStatus.PROVISIONING, TaskStatus.PENDING, TaskStatus.ACTIVATING})
 NOT_IDEMPOTENT = "Creation of service was not idempotent."
 
+MAX_LOAD_BALANCERS = 5  # target groups per service (ECS's limit)
+
 # members whose features come with later issues: refused when given a value
 _LATER = {
-    "loadBalancers": "load balancers",
     "serviceRegistries": "service registries (service discovery)",
     "serviceConnectConfiguration": "Service Connect",
     "volumeConfigurations": "volumeConfigurations (EBS volumes)",
@@ -221,6 +230,21 @@ async def _daemon_count(
     return count
 
 
+async def _load_balancers(
+    env: Env, td: TaskDefinition, wire: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, Any], ...]:
+    """``loadBalancers`` checked against ``td`` and the target groups, normalised for the service."""
+    if len(wire) > MAX_LOAD_BALANCERS:
+        raise InvalidParameter(f"loadBalancers can have at most {MAX_LOAD_BALANCERS} entries.")
+    checked = await check_service_load_balancers(env.store, td, wire)
+    seen = set()
+    for lb in checked:
+        if lb.target_group_arn in seen:
+            raise InvalidParameter(f"Target group {lb.target_group_arn} is listed more than once.")
+        seen.add(lb.target_group_arn)
+    return tuple(lb.to_wire() for lb in checked)
+
+
 # ---- CreateService ----------------------------------------------------------------------------------
 
 
@@ -260,6 +284,7 @@ async def create_service(env: Env, ctx: RequestContext, req: Request) -> Respons
         **placement,
     }
     td = await _runnable(env, ctx, req["taskDefinition"])
+    options["load_balancers"] = await _load_balancers(env, td, req.get("loadBalancers") or [])
 
     async def attempt() -> Service:
         cluster, cluster_kv = await require_active_cluster(env, ctx, req.get("cluster"))
@@ -308,6 +333,10 @@ async def create_service(env: Env, ctx: RequestContext, req: Request) -> Respons
 @operation("UpdateService")
 async def update_service(env: Env, ctx: RequestContext, req: Request) -> Response:
     _refuse_later(req)
+    if req.get("loadBalancers") is not None:
+        raise UnsupportedFeature(
+            "Dockyard does not support changing a service's loadBalancers yet; create a new service."
+        )
     if req.get("platformVersion"):
         raise InvalidParameter("The platform version must be null when specifying an EC2 launch type.")
     desired = check_desired_count(req.get("desiredCount"))
@@ -342,6 +371,8 @@ async def update_service(env: Env, ctx: RequestContext, req: Request) -> Respons
             chosen = td if td is not None else (primary.task_definition if primary is not None else None)
             if chosen is None:
                 raise InvalidParameter("taskDefinition is required.")
+            if changed_td:
+                await _load_balancers(env, chosen, nxt.load_balancers)
             nxt = with_new_deployment(nxt, chosen, _new_deployment_id(), now)
         if nxt != service:
             await env.store.txn([Compare.unchanged(kv, kv.key)], [Put(kv.key, _encode(nxt))])

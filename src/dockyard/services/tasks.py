@@ -48,6 +48,7 @@ from dockyard.services.context import Env, Request, RequestContext, Response
 from dockyard.services.operations import operation
 from dockyard.services.retry import retry_on_conflict
 from dockyard.services.task_definitions import resolve_task_definition
+from dockyard.services.task_networking import AwsvpcChoice, awsvpc_of, plan_for
 from dockyard.store.base import Compare, Conflict, Delete, Put
 
 MAX_COUNT = 10
@@ -123,6 +124,7 @@ async def run_task(env: Env, ctx: RequestContext, req: Request) -> Response:
     constraints = parse_constraints(req.get("placementConstraints"), td.wire.get("placementConstraints"))
     overrides = req.get("overrides") or {}
     check_overrides(td, overrides)
+    awsvpc = await awsvpc_of(env, ctx, td, req)
     ask = TaskAsk(needs(td, overrides), td.requires_attributes)
     return await _start(
         env,
@@ -134,6 +136,7 @@ async def run_task(env: Env, ctx: RequestContext, req: Request) -> Response:
         token=req.get("clientToken"),
         strategy=strategy,
         constraints=constraints,
+        awsvpc=awsvpc,
     )
 
 
@@ -150,7 +153,8 @@ async def start_task(env: Env, ctx: RequestContext, req: Request) -> Response:
     need = needs(td, overrides)
     attrs = td.requires_attributes
     asks = [TaskAsk(need, attrs, instance=refs.instance_arn(ctx, cluster.name, r)) for r in wanted]
-    return await _start(env, ctx, req, td, overrides, asks, token=None)
+    awsvpc = await awsvpc_of(env, ctx, td, req)
+    return await _start(env, ctx, req, td, overrides, asks, token=None, awsvpc=awsvpc)
 
 
 async def _start(
@@ -164,6 +168,7 @@ async def _start(
     token: str | None,
     strategy: tuple[PlacementStrategy, ...] = (),
     constraints: tuple[PlacementConstraint, ...] = (),
+    awsvpc: AwsvpcChoice | None = None,
 ) -> Response:
     group = req.get("group") or f"family:{td.family}"
     started_by = _started_by(req)
@@ -184,11 +189,12 @@ async def _start(
             raise InvalidParameter(NO_INSTANCES)
         task_ids = [uuid.uuid4().hex for _ in asks]
         now = env.clock.time()
+        interfaces = await plan_for(env, ctx, scope, awsvpc, task_ids, rng)  # awsvpc: addresses
 
         def build(index: int, placement: Placement) -> Task:
             entry = cache.instance(scope, placement.instance_id)
             zone = entry.value.attribute_map().get("ecs.availability-zone") if entry else None
-            return new_task(
+            task = new_task(
                 region=ctx.region,
                 account=ctx.account_id,
                 cluster=cluster.name,
@@ -204,18 +210,22 @@ async def _start(
                 now=now,
                 availability_zone=zone,
             )
+            return task if interfaces is None else interfaces.attach(index, placement, task)
 
         def remember(tasks: list[Task], failures: list[Failure]) -> list[Put]:
+            claims = interfaces.puts(tasks) if interfaces is not None else []
             if token_key is None:
-                return []
+                return claims
             doc = {
                 "taskIds": [t.id for t in tasks],
                 "failures": [f.to_wire() for f in failures],
                 "createdAt": now,
             }
-            return [Put(token_key, encode(doc))]
+            return [Put(token_key, encode(doc)), *claims]
 
         guards = [Compare.unchanged(cluster_kv, cluster_kv.key)]
+        if interfaces is not None:
+            guards += interfaces.guards()
         if token_key is not None:
             guards.append(Compare.absent(token_key))
         outcome = await place_tasks(

@@ -93,8 +93,8 @@ class ContainerSpec:
     image: str
     labels: Mapping[str, str]
     definition: Mapping[str, Any]  # the ECS container definition (wire), after overrides
-    network_mode: str = "bridge"  # host | bridge | none
-    network: str | None = None  # the Docker network to join in bridge mode
+    network_mode: str = "bridge"  # host | bridge | awsvpc | none
+    network: str | None = None  # the Docker network to join in bridge mode; awsvpc: the pause container
     cgroup_parent: str | None = None
     port_bindings: tuple[PortBinding, ...] = ()
     binds: tuple[str, ...] = ()  # "source:target[:ro]", source a host path or a volume name

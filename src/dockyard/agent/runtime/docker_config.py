@@ -157,7 +157,12 @@ def create_body(spec: ContainerSpec) -> dict[str, Any]:
     host["LogConfig"] = log_config(d)
 
     # network
-    if spec.network_mode == "host":
+    if spec.network_mode == "awsvpc":  # the task's namespace, held by its pause container
+        host["NetworkMode"] = f"container:{spec.network}"
+        body.pop("Hostname", None)
+        for shared in ("ExtraHosts", "Dns", "DnsSearch"):  # belong to the namespace's owner
+            host.pop(shared, None)
+    elif spec.network_mode == "host":
         host["NetworkMode"] = "host"
     elif spec.network_mode == "none":
         host["NetworkMode"] = "none"

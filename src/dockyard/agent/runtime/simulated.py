@@ -30,10 +30,18 @@ from dockyard.agent.runtime.base import (
 
 @dataclass(frozen=True)
 class Delays:
+    """Seconds each step takes (``--sim-pull-ms``, ``--sim-create-ms``, ``--sim-start-ms``,
+    ``--sim-stop-ms``); 0 completes the step without yielding to the event loop."""
+
     pull: float = 0.0
     create: float = 0.0
     start: float = 0.0
     stop: float = 0.0
+
+
+async def _pause(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
 
 
 @dataclass
@@ -57,7 +65,7 @@ class SimulatedRuntime:
         return "missing" not in image
 
     async def pull(self, image: str) -> None:
-        await asyncio.sleep(self.delays.pull)
+        await _pause(self.delays.pull)
         if "missing" in image:
             raise PullError(f"pull access denied for {image}, repository does not exist")
 
@@ -80,7 +88,7 @@ class SimulatedRuntime:
         return c
 
     async def create(self, spec: ContainerSpec) -> str:
-        await asyncio.sleep(self.delays.create)
+        await _pause(self.delays.create)
         for c in self._containers.values():
             if c.obs.name == spec.name:
                 return c.obs.id
@@ -91,7 +99,7 @@ class SimulatedRuntime:
         return cid
 
     async def start(self, container_id: str) -> None:
-        await asyncio.sleep(self.delays.start)
+        await _pause(self.delays.start)
         c = self._find(container_id)
         if c.obs.state is not State.CREATED:
             return
@@ -116,7 +124,7 @@ class SimulatedRuntime:
         self._publish(RuntimeEvent(EventKind.DIE, c.obs.id, c.obs.labels, exit_code=code, time=time.time()))
 
     async def stop(self, container_id: str, timeout: int) -> None:
-        await asyncio.sleep(self.delays.stop)
+        await _pause(self.delays.stop)
         try:
             c = self._find(container_id)
         except NotFound:

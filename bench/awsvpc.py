@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""awsvpc: task start against bridge, and teardown rate, in one run (issue 7, item 6).
+
+Starts a fresh ``dockyard server`` and one agent on this machine's Docker (``task_start.Dockyard``),
+registers two one-container families (``sleep 3600``): one ``bridge``, one ``awsvpc`` in the
+region's default subnet and security group. Then:
+
+1. **Start** (``--tasks``, default 15, after ``--warmup`` untimed rounds): per round one bridge task
+   and one awsvpc task, interleaved, each client-observed from RunTask until DescribeTasks (polled
+   every ``--poll-ms``) says RUNNING; each is stopped and waited STOPPED before the next round.
+   Goal: awsvpc p50 <= bridge p50 + 150 ms.
+2. **Teardown** (``--teardown``, default 16 awsvpc tasks, an instance's default ENI count): start
+   them all, wait RUNNING, StopTask them all at once, and time until DescribeTasks shows every one
+   STOPPED. Goal: >= 10 tasks/s.
+
+Traffic goes only to 127.0.0.1, the Docker socket and the subnet network the agent creates. Every
+process it starts is stopped and every container it caused is removed in ``finally``.
+
+Run: ``.venv/bin/python bench/awsvpc.py [--tasks 15] [--teardown 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import task_start  # the sibling benchmark's server/agent harness
+from task_start import CLUSTER, CONTAINER_MEMORY_MIB, IMAGE, DockerApi, Dockyard
+
+START_GOAL_MS = 150.0
+# sleep as PID 1 ignores SIGTERM (each stop would wait out the stop timeout); this exits on it, so
+# teardown measures stopping the task and releasing its interface, not a timeout
+TRAP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+TEARDOWN_GOAL = 10.0
+
+
+def register(ecs: Any, family: str, mode: str) -> str:
+    td = ecs.register_task_definition(
+        family=family,
+        networkMode=mode,
+        containerDefinitions=[
+            {
+                "name": "sleep",
+                "image": IMAGE,
+                "essential": True,
+                "memory": CONTAINER_MEMORY_MIB,
+                "command": TRAP,
+            }
+        ],
+    )
+    return str(td["taskDefinition"]["taskDefinitionArn"])
+
+
+def wait_status(ecs: Any, arns: list[str], status: str, poll_s: float, timeout_s: float = 120.0) -> float:
+    deadline = time.monotonic() + timeout_s
+    pending = list(arns)
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} task(s) not {status} after {timeout_s}s")
+        found = []
+        for i in range(0, len(pending), 100):
+            found += ecs.describe_tasks(cluster=CLUSTER, tasks=pending[i : i + 100])["tasks"]
+        for t in found:
+            if t["lastStatus"] == "STOPPED" and status != "STOPPED":
+                raise RuntimeError(f"task stopped: {t.get('stoppedReason')}")
+        pending = [t["taskArn"] for t in found if t["lastStatus"] != status]
+        if pending:
+            time.sleep(poll_s)
+    return time.monotonic()
+
+
+def run(ecs: Any, td: str, count: int, network: dict[str, Any] | None) -> list[str]:
+    kw: dict[str, Any] = {"networkConfiguration": network} if network else {}
+    resp = ecs.run_task(cluster=CLUSTER, taskDefinition=td, count=count, **kw)
+    if resp.get("failures"):
+        raise RuntimeError(f"RunTask failures: {resp['failures']}")
+    return [t["taskArn"] for t in resp["tasks"]]
+
+
+def timed_start(ecs: Any, td: str, network: dict[str, Any] | None, poll_s: float) -> float:
+    t0 = time.monotonic()
+    arns = run(ecs, td, 1, network)
+    t1 = wait_status(ecs, arns, "RUNNING", poll_s)
+    ecs.stop_task(cluster=CLUSTER, task=arns[0])
+    wait_status(ecs, arns, "STOPPED", poll_s)
+    return (t1 - t0) * 1000
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--teardown", type=int, default=16)  # an instance takes 16 awsvpc tasks by default
+    ap.add_argument("--poll-ms", type=float, default=20.0)
+    ap.add_argument("--agent-log-level", default="warning")
+    args = ap.parse_args()
+    poll_s = args.poll_ms / 1000
+    run_id = f"{int(time.time())}"
+    workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-awsvpc-"))
+    dy = Dockyard(workdir, args.agent_log_level, run_id)
+    docker = DockerApi()
+    families: list[str] = []
+    try:
+        dy.start_server()
+        ecs = dy.client()
+        ec2 = task_start.boto3.session.Session().client(
+            "ec2",
+            endpoint_url=dy.endpoint,
+            region_name=task_start.REGION,
+            aws_access_key_id=dy.access_key,
+            aws_secret_access_key=dy.secret_key,
+        )
+        dy.setup(ecs)  # cluster, the bridge family of task_start, the agent
+        families.append(dy.family)
+        bridge = dy.task_definition_arn
+        awsvpc_family = f"awsvpc-{run_id}"
+        awsvpc = register(ecs, awsvpc_family, "awsvpc")
+        families.append(awsvpc_family)
+        subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"][0]
+        network = {"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "assignPublicIp": "DISABLED"}}
+
+        for _ in range(args.warmup):
+            timed_start(ecs, bridge, None, poll_s)
+            timed_start(ecs, awsvpc, network, poll_s)
+        times: dict[str, list[float]] = {"bridge": [], "awsvpc": []}
+        for _ in range(args.tasks):
+            times["bridge"].append(timed_start(ecs, bridge, None, poll_s))
+            times["awsvpc"].append(timed_start(ecs, awsvpc, network, poll_s))
+
+        p50 = {k: statistics.median(v) for k, v in times.items()}
+        p95 = {k: pct(v, 0.95) for k, v in times.items()}
+        extra = p50["awsvpc"] - p50["bridge"]
+        print(f"{'':10} {'p50 ms':>8} {'p95 ms':>8}")
+        for k in ("bridge", "awsvpc"):
+            print(f"{k:10} {p50[k]:8.0f} {p95[k]:8.0f}")
+        verdict = "met" if extra <= START_GOAL_MS else "MISSED"
+        goal = f"goal <= +{START_GOAL_MS:.0f} ms: {verdict}"
+        print(f"awsvpc start: +{extra:.0f} ms at p50 ({goal})", flush=True)
+        arns: list[str] = []
+        for i in range(0, args.teardown, 10):
+            arns += run(ecs, awsvpc, min(10, args.teardown - i), network)
+        wait_status(ecs, arns, "RUNNING", poll_s)
+        t0 = time.monotonic()
+        for a in arns:
+            ecs.stop_task(cluster=CLUSTER, task=a)
+        t1 = wait_status(ecs, arns, "STOPPED", poll_s)
+        teardown_rate = len(arns) / (t1 - t0)
+
+        verdict = "met" if teardown_rate >= TEARDOWN_GOAL else "MISSED"
+        print(
+            f"teardown: {len(arns)} awsvpc tasks in {t1 - t0:.2f} s = {teardown_rate:.1f} tasks/s "
+            f"(goal >= {TEARDOWN_GOAL:.0f}/s: {verdict})"
+        )
+        print(
+            "BENCH_JSON "
+            + json.dumps(
+                {
+                    "p50_ms": p50,
+                    "p95_ms": p95,
+                    "awsvpc_extra_p50_ms": extra,
+                    "teardown_tasks_per_s": teardown_rate,
+                    "tasks": args.tasks,
+                }
+            )
+        )
+        return 0
+    finally:
+        for note in dy.cleanup(docker):
+            print(note, file=sys.stderr)
+        for family in families:
+            docker.remove_labelled(f"{task_start.FAMILY_LABEL}={family}")
+        pause = subprocess.run(  # this run's agent's pause containers only
+            ["docker", "ps", "-aq", "--filter", f"label=com.dockyard.pause-pool={dy.instance_arn}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        if pause and dy.instance_arn:
+            subprocess.run(["docker", "rm", "-f", *pause], capture_output=True)
+        docker.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Pause containers and subnet networks on the Docker Engine API.
+
+A pause container is ``sleep`` from the host's static busybox in an image imported FROM scratch
+(``dockyard/pause``). A few wait started on Docker's default bridge (the warm pool); a task takes
+one, which is connected to its subnet's network with the server-assigned address and leaves the
+default bridge, so the task's containers (``NetworkMode: container:<pause>``) find a ready namespace.
+Teardown removes the pause container in the background (veth deletion is slow; several go at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import shutil
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+
+from dockyard.agent.networking.firewall import ruleset
+
+log = logging.getLogger("dockyard.agent.networking")
+
+PAUSE_IMAGE = "dockyard/pause:latest"
+LABEL_POOL = "com.dockyard.pause-pool"
+LABEL_TASK = "com.dockyard.pause-task"  # not the ECS task label: the engine must not adopt it
+LABEL_SUBNET = "com.dockyard.subnet"
+DEFAULT_BRIDGE = "bridge"
+
+
+class NetworkSetupError(Exception):
+    """The task's interface could not be set up (the task fails with ResourceInitializationError)."""
+
+
+@dataclass(frozen=True)
+class Attached:
+    pause_id: str
+    pid: int
+    address: str
+
+
+def _pause_tar(busybox: str) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        link = tarfile.TarInfo("bin/sleep")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tar.addfile(link)
+    return out.getvalue()
+
+
+async def nft_apply(pid: int, script: str) -> None:
+    """Apply ``script`` in the network namespace of ``pid`` as one nft transaction."""
+    proc = await asyncio.create_subprocess_exec(
+        "nsenter",
+        "-t",
+        str(pid),
+        "-n",
+        "nft",
+        "-f",
+        "-",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate(script.encode())
+    if proc.returncode != 0:
+        raise NetworkSetupError(f"nft failed in the task's namespace: {err.decode(errors='replace').strip()}")
+
+
+class PausePool:
+    def __init__(
+        self, docker: aiodocker.Docker, instance_arn: str, *, size: int = 4, reaper_width: int = 8
+    ) -> None:
+        self.docker = docker
+        self.instance_arn = instance_arn
+        self.size = size
+        self._warm: asyncio.Queue[str] = asyncio.Queue()
+        self._filling = 0
+        self._networks: dict[str, asyncio.Lock] = {}
+        self._known_networks: set[str] = set()
+        self._reaper = asyncio.Semaphore(reaper_width)
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        await self.ensure_image()
+        old = await self.docker.containers.list(
+            all=True, filters={"label": [f"{LABEL_POOL}={self.instance_arn}"]}
+        )
+        for c in old:  # a previous run's pause containers (adopting awsvpc tasks is not done yet)
+            with contextlib.suppress(DockerError):
+                await c.delete(force=True)
+        # the pool fills on the first awsvpc task: instances that run none keep no idle containers
+
+    async def close(self) -> None:
+        self._closed = True  # no refills from now on; ones in flight remove what they made
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        while not self._warm.empty():
+            cid = self._warm.get_nowait()
+            with contextlib.suppress(DockerError):
+                await self.docker.containers.container(cid).delete(force=True)
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+
+    async def ensure_image(self) -> None:
+        try:
+            await self.docker.images.inspect(PAUSE_IMAGE)
+            return
+        except DockerError as e:
+            if e.status != 404:
+                raise
+        busybox = shutil.which("busybox") or "/bin/busybox"
+        repo, _, tag = PAUSE_IMAGE.partition(":")
+        async with self.docker._query(  # the import endpoint aiodocker does not wrap
+            "images/create",
+            method="POST",
+            params={"fromSrc": "-", "repo": repo, "tag": tag},
+            data=_pause_tar(busybox),
+            headers={"Content-Type": "application/x-tar"},
+        ) as response:
+            await response.read()
+
+    # -- the warm pool ---------------------------------------------------------------------------
+
+    def _refill(self) -> None:
+        while not self._closed and self._warm.qsize() + self._filling < self.size:
+            self._filling += 1
+            job = asyncio.create_task(self._make_warm())
+            self._jobs.add(job)
+            job.add_done_callback(self._jobs.discard)
+
+    async def _make_warm(self) -> None:
+        try:
+            cid = await self._new_pause({})
+            if self._closed:
+                await self.docker.containers.container(cid).delete(force=True)
+            else:
+                self._warm.put_nowait(cid)
+        except DockerError as e:
+            log.warning("could not start a pause container: %s", e)
+        finally:
+            self._filling -= 1
+
+    async def _new_pause(self, labels: Mapping[str, str]) -> str:
+        container = await self.docker.containers.run(
+            {
+                "Image": PAUSE_IMAGE,
+                "Cmd": ["/bin/sleep", "2147483647"],
+                "Labels": {LABEL_POOL: self.instance_arn, **labels},
+                "HostConfig": {"NetworkMode": DEFAULT_BRIDGE, "AutoRemove": False},
+            }
+        )
+        return str(container.id)
+
+    async def _take(self, task_arn: str) -> str:
+        self._refill()
+        try:
+            return self._warm.get_nowait()
+        except asyncio.QueueEmpty:
+            return await self._new_pause({LABEL_TASK: task_arn})
+
+    # -- subnets and interfaces ------------------------------------------------------------------
+
+    async def ensure_network(self, eni: Mapping[str, Any]) -> str:
+        name = str(eni["networkName"])
+        if name in self._known_networks:
+            return name
+        lock = self._networks.setdefault(name, asyncio.Lock())
+        async with lock:
+            try:
+                await self.docker.networks.get(name)
+            except DockerError as e:
+                if e.status != 404:
+                    raise
+                try:
+                    await self.docker.networks.create(
+                        {
+                            "Name": name,
+                            "Driver": "bridge",
+                            "CheckDuplicate": True,
+                            "IPAM": {"Config": [{"Subnet": eni["subnetCidr"], "Gateway": eni["gateway"]}]},
+                            "Options": {"com.docker.network.bridge.enable_ip_masquerade": "false"},
+                            "Labels": {LABEL_SUBNET: str(eni["subnetId"])},
+                        }
+                    )
+                except DockerError as e2:
+                    if e2.status != 409:
+                        raise
+            self._known_networks.add(name)
+        return name
+
+    async def attach(self, task_arn: str, eni: Mapping[str, Any], rules: str) -> Attached:
+        """A pause container with the task's address on its subnet network and ``rules`` applied."""
+        try:
+            network = await self.ensure_network(eni)
+            cid = await self._take(task_arn)
+            container = self.docker.containers.container(cid)
+            info = await container.show()
+            pid = int(info["State"]["Pid"])
+            await nft_apply(pid, rules)  # rules first: the address is never reachable unguarded
+            net = await self.docker.networks.get(network)
+            await net.connect(
+                {
+                    "Container": cid,
+                    "EndpointConfig": {"IPAMConfig": {"IPv4Address": eni["privateIPv4Address"]}},
+                }
+            )
+            bridge = await self.docker.networks.get(DEFAULT_BRIDGE)
+            with contextlib.suppress(DockerError):
+                await bridge.disconnect({"Container": cid, "Force": True})
+            return Attached(cid, pid, str(eni["privateIPv4Address"]))
+        except DockerError as e:
+            raise NetworkSetupError(str(e.message if hasattr(e, "message") else e)) from e
+
+    def release(self, pause_id: str) -> None:
+        """Remove the pause container (and with it the namespace and its veth) in the background."""
+        job = asyncio.create_task(self._remove(pause_id))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _remove(self, pause_id: str) -> None:
+        async with self._reaper:
+            with contextlib.suppress(DockerError):
+                await self.docker.containers.container(pause_id).delete(force=True)
+
+
+__all__ = ["Attached", "NetworkSetupError", "PausePool", "nft_apply", "ruleset"]
