@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io busybox-static haproxy wrk iproute2 procps)
+APT_PACKAGES=(docker.io busybox-static haproxy nftables wrk iproute2 procps)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
