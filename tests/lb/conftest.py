@@ -133,7 +133,7 @@ class Stack:
 
 def make_stack(client: object, name: str, port: int = 80, **tg_kwargs: object) -> Stack:
     c = client
-    lb = c.create_load_balancer(Name=short(name), Subnets=["subnet-test"])["LoadBalancers"][0]  # type: ignore[attr-defined]
+    lb = c.create_load_balancer(Name=short(name))["LoadBalancers"][0]  # type: ignore[attr-defined]
     tg = c.create_target_group(  # type: ignore[attr-defined]
         Name=short("tg-" + name),
         Protocol="HTTP",

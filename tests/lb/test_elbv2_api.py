@@ -58,28 +58,32 @@ def forward(tg):  # type: ignore[no-untyped-def]
     return [{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}]
 
 
-def test_load_balancer_lifecycle(elbv2, cleanup, unique):
+def test_load_balancer_lifecycle(elbv2, lb_server, cleanup, unique):
     name = short(unique)
-    lb = new_lb(
-        elbv2, cleanup, name, Subnets=["subnet-a"], SecurityGroups=["sg-1"], Tags=[{"Key": "k", "Value": "v"}]
-    )
+    group = lb_server.client("ec2").create_security_group(GroupName=f"lb-{unique}", Description="lb")[
+        "GroupId"
+    ]
+    lb = new_lb(elbv2, cleanup, name, SecurityGroups=[group], Tags=[{"Key": "k", "Value": "v"}])
     assert lb["LoadBalancerArn"].startswith(
         "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/"
     )
     assert lb["Type"] == "application" and lb["Scheme"] == "internet-facing"
     assert lb["DNSName"].endswith(".us-east-1.elb.dockyard.localhost")
-    assert lb["AvailabilityZones"] == [
-        {"ZoneName": "us-east-1a", "SubnetId": "subnet-a", "LoadBalancerAddresses": []}
-    ]
-    assert lb["SecurityGroups"] == ["sg-1"]
+    assert lb["AvailabilityZones"] == []
+    assert lb["SecurityGroups"] == [group]
     # the same request again returns the same load balancer; other settings under the name fail
-    again = elbv2.create_load_balancer(Name=name, Subnets=["subnet-a"], SecurityGroups=["sg-1"])[
-        "LoadBalancers"
-    ]
+    again = elbv2.create_load_balancer(Name=name, SecurityGroups=[group])["LoadBalancers"]
     assert again[0]["LoadBalancerArn"] == lb["LoadBalancerArn"]
     with pytest.raises(ClientError) as e:
-        elbv2.create_load_balancer(Name=name, Subnets=["subnet-b"])
+        elbv2.create_load_balancer(Name=name)
     assert code(e) == "DuplicateLoadBalancerName"
+    # subnets and security groups must exist
+    with pytest.raises(ClientError) as e:
+        elbv2.create_load_balancer(Name=short("x" + unique), Subnets=["subnet-0123456789abcdef0"])
+    assert code(e) == "SubnetNotFound"
+    with pytest.raises(ClientError) as e:
+        elbv2.create_load_balancer(Name=short("x" + unique), SecurityGroups=["sg-0123456789abcdef0"])
+    assert code(e) == "InvalidSecurityGroup"
 
     waiter = elbv2.get_waiter("load_balancer_available")
     waiter.wait(LoadBalancerArns=[lb["LoadBalancerArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 20})

@@ -154,9 +154,7 @@ def test_aws_cli_elbv2(lb_server, unique):
         )
 
     name = short(unique)
-    lb = json.loads(aws("create-load-balancer", "--name", name, "--subnets", "subnet-1").stdout)[
-        "LoadBalancers"
-    ][0]
+    lb = json.loads(aws("create-load-balancer", "--name", name).stdout)["LoadBalancers"][0]
     tg = json.loads(
         aws(
             "create-target-group",

@@ -84,3 +84,26 @@ def test_rules_ranges_and_addresses() -> None:
     with pytest.raises(InsufficientFreeAddresses):
         pick_addresses("10.9.0.0/28", [], 12, random.Random(1))
     assert mac_address("10.213.0.7") == "02:42:0a:d5:00:07"
+
+
+def test_load_balancer_subnet_address_nat_and_bridge() -> None:
+    from dockyard.lb.vpc import bridge_name, nat_script
+
+    assert bridge_name({"Id": "0123456789abcdef", "Options": {}}) == "br-0123456789ab"
+    assert bridge_name({"Id": "x", "Options": {"com.docker.network.bridge.name": "dy0"}}) == "dy0"
+    script = nat_script("t", {"10.0.0.9": "br-1"})
+    assert "priority 99" in script and 'ip saddr 10.0.0.9 oifname "br-1" snat to 10.0.0.9' in script
+    assert nat_script("t", {}) == "table ip t {}\ndelete table ip t\n"  # nothing placed: no table
+
+
+def test_load_balancer_source_is_its_subnet_address_when_placed() -> None:
+    from dataclasses import replace
+
+    from dockyard.domain.target_groups import default_health_check
+    from dockyard.lb.config import Paths, render
+    from dockyard.lb.model import BackendSpec, LbSpec
+
+    backend = BackendSpec("b", "tg", "http", default_health_check("HTTP"))
+    spec = LbSpec("arn", "n", "id", "127.100.0.5", "dns", backends=(backend,))
+    assert "    source 127.100.0.5\n" in render(spec, Paths("s", "f"))
+    assert "    source 10.213.0.9\n" in render(replace(spec, source="10.213.0.9"), Paths("s", "f"))

@@ -425,7 +425,8 @@ def _normal(cidr: str) -> str:
 
 @dataclass(frozen=True)
 class NetworkInterface:
-    """A task's interface (its address claim in the subnet)."""
+    """A task's or a load balancer's interface (its address claim in the subnet). A load balancer's
+    has its ARN as ``task_arn``, its document's key as ``task_key`` and no instance."""
 
     id: str
     subnet_id: str
@@ -471,6 +472,17 @@ class NetworkInterface:
             doc["owner"],
         )
 
+    @property
+    def is_load_balancer(self) -> bool:
+        """A load balancer's interface: ``task_arn`` is then the load balancer's ARN."""
+        return ":elasticloadbalancing:" in self.task_arn
+
+    def description(self, region: str) -> str:
+        if self.is_load_balancer:  # ELB's own wording: "ELB app/<name>/<id>"
+            kind = "net" if "/net/" in self.task_arn else "app"
+            return "ELB " + kind + "/" + self.task_arn.split(f"loadbalancer/{kind}/", 1)[-1]
+        return f"arn:aws:ecs:{region}:{self.owner}:attachment/{self.id[4:]}"
+
     def private_dns_name(self, region: str) -> str:
         return f"ip-{self.address.replace('.', '-')}.{region}.compute.internal"
 
@@ -484,11 +496,11 @@ class NetworkInterface:
             "PrivateDnsName": self.private_dns_name(region),
             "MacAddress": self.mac,
             "OwnerId": self.owner,
-            "RequesterId": "ecs",
+            "RequesterId": "amazon-elb" if self.is_load_balancer else "ecs",
             "RequesterManaged": True,
             "InterfaceType": "interface",
             "Status": "in-use",
-            "Description": f"arn:aws:ecs:{region}:{self.owner}:attachment/{self.id[4:]}",
+            "Description": self.description(region),
             "SourceDestCheck": True,
             "Groups": [{"GroupId": g, "GroupName": group_names.get(g, "")} for g in self.groups],
             "PrivateIpAddresses": [
@@ -498,5 +510,5 @@ class NetworkInterface:
                     "PrivateDnsName": self.private_dns_name(region),
                 }
             ],
-            "TagSet": [{"Key": "aws:ecs:taskArn", "Value": self.task_arn}],
+            "TagSet": [] if self.is_load_balancer else [{"Key": "aws:ecs:taskArn", "Value": self.task_arn}],
         }

@@ -119,3 +119,15 @@ class TooManyRules(ElbError):
 
 class TooManyListeners(ElbError):
     code = "TooManyListeners"
+
+
+class SubnetNotFound(ElbError):
+    code = "SubnetNotFound"
+
+
+class InvalidSubnet(ElbError):
+    code = "InvalidSubnet"
+
+
+class InvalidSecurityGroup(ElbError):
+    code = "InvalidSecurityGroup"

@@ -196,6 +196,9 @@ class LoadBalancer:
     tags: tuple[Tag, ...] = ()
     deleting: bool = False  # DeleteLoadBalancer's first step: no listener may be added any more
     attributes: Mapping[str, str] = field(default_factory=dict)  # as given; defaults in ``attribute_map``
+    # its address in its first subnet, where it reaches targets from: {subnetId, address, cidr,
+    # gateway, networkName, networkInterfaceId}; empty when CreateLoadBalancer named no subnets
+    interface: Mapping[str, str] = field(default_factory=dict)
 
     def attribute_map(self) -> dict[str, str]:
         return {**default_lb_attributes(self.type), **self.attributes}
@@ -219,6 +222,7 @@ class LoadBalancer:
             "subnets": list(self.subnets),
             "securityGroups": list(self.security_groups),
             "tags": [list(t) for t in self.tags],
+            "interface": dict(self.interface),
         }
 
     @staticmethod
@@ -238,6 +242,7 @@ class LoadBalancer:
             tags=tags_from_document(doc),
             deleting=bool(doc.get("deleting", False)),
             attributes=dict(doc.get("attributes") or {}),
+            interface={str(k): str(v) for k, v in (doc.get("interface") or {}).items()},
         )
 
     def to_wire(self, state: str, reason: str | None = None, zone: str = "") -> dict[str, Any]:

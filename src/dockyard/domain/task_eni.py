@@ -54,3 +54,18 @@ def attachment_wire(eni: Mapping[str, Any], last: TaskStatus) -> dict[str, Any]:
 
 def container_interfaces(eni: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"attachmentId": eni["id"], "privateIpv4Address": eni["privateIPv4Address"]}]
+
+
+LABEL_SUBNET = "com.dockyard.subnet"
+
+
+def subnet_network_config(name: str, cidr: str, gateway_address: str, subnet_id: str) -> dict[str, Any]:
+    """The Docker network that carries a subnet on a host (agents and load balancers create it alike)."""
+    return {
+        "Name": name,
+        "Driver": "bridge",
+        "CheckDuplicate": True,
+        "IPAM": {"Config": [{"Subnet": cidr, "Gateway": gateway_address}]},
+        "Options": {"com.docker.network.bridge.enable_ip_masquerade": "false"},
+        "Labels": {LABEL_SUBNET: subnet_id},
+    }

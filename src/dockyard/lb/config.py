@@ -10,7 +10,7 @@ Shape of the file::
         acl r<prio>_host hdr_reg(host) -i '<regex>'  host-header values (OR)
         use_backend <tg> if r<prio>_path r<prio>_host   conditions AND, rules by priority
         default_backend <tg>
-    backend tg-<name>-<id>     one per target group in use: balance, ``source <lb address>``,
+    backend tg-<name>-<id>     one per target group in use: balance, ``source <lb source address>``,
         health check (option httpchk / tcp), server lines for the registered targets
 
 Dynamic servers ignore ``default-server``, so every server line (and every runtime ``add server``)
@@ -123,7 +123,7 @@ def _backend(spec: LbSpec, be: BackendSpec, enabled: Callable[[str, str], bool])
         f"backend {be.name}",
         f"    mode {be.mode}",
         f"    balance {be.algorithm}",
-        f"    source {spec.address}",
+        f"    source {spec.source_address}",
         f"    timeout check {hc.timeout}s",
     ]
     if hc.protocol == "HTTP":

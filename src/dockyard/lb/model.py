@@ -5,7 +5,9 @@
     listener               -> FrontendSpec  (bind address:port, mode http|tcp)
       rules by priority    -> RouteSpec     (path patterns AND host patterns -> backend)
       default action       -> default backend
-    target group in use    -> BackendSpec   (check settings, algorithm, the LB's source address)
+    target group in use    -> BackendSpec   (check settings, algorithm)
+    subnet interface       -> SubnetAttachment (the reconciler puts the address on the subnet's
+                              bridge and sets ``source``, where HAProxy connects to targets from)
       registration         -> ServerSpec    (draining while its deregistration delay runs;
                                              absent once it is over)
 
@@ -70,15 +72,32 @@ class FrontendSpec:
 
 
 @dataclass(frozen=True)
+class SubnetAttachment:
+    """The load balancer's address in one of its subnets, on that subnet's Docker network."""
+
+    subnet_id: str
+    address: str
+    cidr: str
+    gateway: str
+    network_name: str
+
+
+@dataclass(frozen=True)
 class LbSpec:
     arn: str
     name: str
     id: str
-    address: str
+    address: str  # where it listens (loopback)
     dns_name: str
     idle_timeout: int = 60
     frontends: tuple[FrontendSpec, ...] = ()
     backends: tuple[BackendSpec, ...] = ()
+    attachment: SubnetAttachment | None = None
+    source: str = ""  # where it connects to targets from; "" is ``address``
+
+    @property
+    def source_address(self) -> str:
+        return self.source or self.address
 
     def structure(self) -> LbSpec:
         return replace(self, backends=tuple(replace(b, servers=()) for b in self.backends))
@@ -196,6 +215,12 @@ def build_specs(snapshot: Snapshot, now: float) -> dict[str, LbSpec]:
                     default_backend=default,
                 )
             )
+        eni = lb.interface
+        attachment = (
+            SubnetAttachment(eni["subnetId"], eni["address"], eni["cidr"], eni["gateway"], eni["networkName"])
+            if eni
+            else None
+        )
         specs[lb.arn] = LbSpec(
             arn=lb.arn,
             name=lb.name,
@@ -205,6 +230,7 @@ def build_specs(snapshot: Snapshot, now: float) -> dict[str, LbSpec]:
             idle_timeout=lb.idle_timeout(),
             frontends=tuple(frontends),
             backends=tuple(sorted(backends.values(), key=lambda b: b.name)),
+            attachment=attachment,
         )
     return specs
 

@@ -5,6 +5,7 @@ Runs inside the server as a background job (``cli/server_cmd.py``). Level-trigge
     list /elb/ -> documents (in memory) <- watch /elb/ from the list's revision (each event wakes us)
     every wake-up or poll interval:
         build_specs(documents, now)                 PURE (lb/model.py)
+        subnet addresses                            on their bridges (lb/vpc.py): HAProxy's source
         DataPlane.apply(spec) per load balancer     start | reload | runtime API; restart if dead
         DataPlane.observe(spec)                     show stat -> HealthRecord, written on change
         registrations whose drain ended             deleted (compare-and-swap)
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -36,6 +37,7 @@ from dockyard.lb.model import LbSpec, Snapshot, build_specs, next_deadline
 from dockyard.lb.process import remove_directory
 from dockyard.lb.records import encode, list_all
 from dockyard.lb.settings import LbSettings
+from dockyard.lb.vpc import SubnetAddresses
 from dockyard.store.base import MAX_TXN_OPS, Compacted, Delete, EventType, KeyValue, Put, StateStore
 
 log = logging.getLogger("dockyard.lb")
@@ -72,6 +74,8 @@ class LoadBalancerReconciler:
         self._statuses: dict[str, _Status] = {}
         self._hosts: dict[str, str] | None = None
         self._next_expiry: float | None = None
+        self.subnet_addresses = SubnetAddresses()
+        self._sources: dict[str, str] = {}  # load balancer ARN -> its subnet address (placed)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -94,6 +98,8 @@ class LoadBalancerReconciler:
     async def close(self) -> None:
         planes, self.planes = list(self.planes.values()), {}
         await asyncio.gather(*(p.stop() for p in planes), return_exceptions=True)
+        self._sources.clear()
+        await self.subnet_addresses.close()
         if self._hosts:
             self._write_hosts({})
 
@@ -146,6 +152,7 @@ class LoadBalancerReconciler:
             await plane.stop()
             remove_directory(plane.process.directory)
             await self._forget_status(arn)
+        specs = await self._with_sources(specs)
         await asyncio.gather(
             *(self._plane(arn).apply(spec, self._healthy(spec)) for arn, spec in specs.items())
         )
@@ -153,6 +160,20 @@ class LoadBalancerReconciler:
         await self._expire(now)
         await self._record_status(specs)
         self._sync_hosts(specs)
+
+    async def _with_sources(self, specs: dict[str, LbSpec]) -> dict[str, LbSpec]:
+        """Each load balancer's subnet address placed on its bridge and made its HAProxy source
+        (the loopback address while it cannot be placed); addresses of gone ones removed."""
+        for arn in [a for a in self._sources if a not in specs]:
+            await self.subnet_addresses.release(self._sources.pop(arn))
+        out = {}
+        for arn, spec in specs.items():
+            att = spec.attachment
+            if att is not None and await self.subnet_addresses.ensure(att):
+                self._sources[arn] = att.address
+                spec = replace(spec, source=att.address)
+            out[arn] = spec
+        return out
 
     def _plane(self, arn: str) -> DataPlane:
         plane = self.planes.get(arn)

@@ -139,7 +139,8 @@ async def live_interfaces(env: Env, ctx: RequestContext, subnet_id: str = "") ->
     for kv in result.kvs:
         eni = NetworkInterface.from_doc(orjson.loads(kv.value))
         task = await env.store.get(eni.task_key)
-        status = orjson.loads(task.value).get("lastStatus") if task is not None else None
+        # a load balancer's interface lives as long as its document (which has no lastStatus)
+        status = orjson.loads(task.value).get("lastStatus", "ACTIVE") if task is not None else None
         if status is None or status == "STOPPED":
             with contextlib.suppress(Conflict):
                 await env.store.txn([Compare.mod_revision(kv.key, kv.mod_revision)], [], [Delete(kv.key)])

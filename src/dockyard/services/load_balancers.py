@@ -2,22 +2,42 @@
 
 A load balancer gets a listen address of its own from the server's load-balancing network
 (``LbSettings.network``, loopback by default), claimed create-only at ``/elb/addresses/<ip>`` so two
-load balancers never share one; its HAProxy listens there and connects to targets from it. Subnets
-and security groups are recorded as given until the awsvpc issue makes them real.
+load balancers never share one; its HAProxy listens there. Its subnets and security groups must exist (ELBv2's
+SubnetNotFound, InvalidSecurityGroup; one VPC: InvalidSubnet, InvalidConfigurationRequest). When it names
+subnets it also gets an interface in the first one: an address claimed like a task's
+(``/ec2/enis/...``, in the same transaction), put on that subnet's Docker bridge by the reconciler
+and used as HAProxy's source toward targets, so awsvpc tasks see it and security groups naming the
+load balancer's groups admit it (``ec2_enis.members``).
 """
 
 from __future__ import annotations
 
+import random
 import secrets
+import uuid
 from dataclasses import replace
 from typing import Any
 
 import orjson
 
+from dockyard.domain.ec2 import (
+    InsufficientFreeAddresses,
+    InvalidGroupNotFound,
+    InvalidSubnetIdNotFound,
+    NetworkInterface,
+    Subnet,
+    gateway,
+    mac_address,
+    pick_addresses,
+)
 from dockyard.domain.elb_errors import (
     DuplicateLoadBalancerName,
+    InvalidConfigurationRequest,
+    InvalidSecurityGroup,
+    InvalidSubnet,
     LoadBalancerNotFound,
     OperationNotPermitted,
+    SubnetNotFound,
     TooManyLoadBalancers,
     ValidationError,
 )
@@ -37,7 +57,9 @@ from dockyard.domain.load_balancers import (
 from dockyard.lb import keys, records
 from dockyard.lb.records import encode
 from dockyard.lb.settings import pick_address, settings_of
+from dockyard.services import ec2_store
 from dockyard.services.context import Env, Request, RequestContext, Response
+from dockyard.services.ec2_enis import live_interfaces
 from dockyard.services.elb_common import exclusive, lb_state, page, with_marker
 from dockyard.services.elb_registry import elb_operation
 from dockyard.services.listeners import remove_listener
@@ -61,6 +83,47 @@ def _same_settings(existing: LoadBalancer, wanted: LoadBalancer) -> bool:
     )
 
 
+async def _check_network(
+    env: Env, ctx: RequestContext, subnet_ids: tuple[str, ...], group_ids: tuple[str, ...]
+) -> Subnet | None:
+    """The subnets and groups exist and share one VPC; the first subnet (None when none is named)."""
+    subnets = []
+    for sid in subnet_ids:
+        try:
+            subnets.append(await ec2_store.subnet(env, ctx, sid))
+        except InvalidSubnetIdNotFound:
+            raise SubnetNotFound(f"The subnet ID '{sid}' is not found") from None
+    vpcs = {s.vpc_id for s in subnets}
+    if len(vpcs) > 1:
+        raise InvalidSubnet("The subnets must all be in the same VPC")
+    for gid in group_ids:
+        try:
+            group, _ = await ec2_store.group(env, ctx, gid)
+        except InvalidGroupNotFound:
+            raise InvalidSecurityGroup(f"The security group '{gid}' does not exist") from None
+        if vpcs and group.vpc_id not in vpcs:
+            raise InvalidConfigurationRequest(
+                f"One or more security groups are invalid: '{gid}' is not in the VPC of the subnets"
+            )
+    return subnets[0] if subnets else None
+
+
+def _interface(ctx: RequestContext, subnet: Subnet, address: str, lb: LoadBalancer) -> NetworkInterface:
+    return NetworkInterface(
+        id="eni-" + uuid.uuid5(uuid.NAMESPACE_URL, lb.arn).hex[:17],
+        subnet_id=subnet.id,
+        vpc_id=subnet.vpc_id,
+        address=address,
+        mac=mac_address(address),
+        groups=lb.security_groups,
+        task_arn=lb.arn,
+        task_key=keys.load_balancer(ctx.account_id, ctx.region, lb.name),
+        instance_arn="",
+        zone=subnet.zone,
+        owner=ctx.account_id,
+    )
+
+
 @elb_operation("CreateLoadBalancer")
 async def create_load_balancer(env: Env, ctx: RequestContext, req: Request) -> Response:
     name = check_name(req["Name"])
@@ -75,6 +138,8 @@ async def create_load_balancer(env: Env, ctx: RequestContext, req: Request) -> R
         req.get("Subnets") or [m["SubnetId"] for m in req.get("SubnetMappings") or () if "SubnetId" in m]
     )
     tags = parse_tags(req.get("Tags"))
+    groups = tuple(req.get("SecurityGroups") or ())
+    subnet = await _check_network(env, ctx, subnets, groups)
     settings = settings_of(env.extras)
     key = keys.load_balancer(ctx.account_id, ctx.region, name)
 
@@ -96,7 +161,7 @@ async def create_load_balancer(env: Env, ctx: RequestContext, req: Request) -> R
             dns_name=dns_name(name, lb_id, ctx.region, scheme, settings.dns_suffix),
             created_at=env.clock.time(),
             subnets=subnets,
-            security_groups=tuple(req.get("SecurityGroups") or ()),
+            security_groups=groups,
             tags=tags,
         )
         existing = await env.store.get(key)
@@ -106,10 +171,29 @@ async def create_load_balancer(env: Env, ctx: RequestContext, req: Request) -> R
                 return found  # CreateLoadBalancer is idempotent for the same settings
             raise DuplicateLoadBalancerName(f"A load balancer with the name '{name}' already exists")
         claim = keys.address(address)
-        await env.store.txn(
-            [Compare.absent(key), Compare.absent(claim)],
-            [Put(key, encode(lb.to_document())), Put(claim, lb.arn.encode())],
-        )
+        guards, puts = [Compare.absent(key), Compare.absent(claim)], [Put(claim, lb.arn.encode())]
+        if subnet is not None:
+            in_subnet = [e.address for e in await live_interfaces(env, ctx, subnet.id)]
+            try:
+                (vpc_address,) = pick_addresses(subnet.cidr, in_subnet, 1, random.Random(lb_id))
+            except InsufficientFreeAddresses:
+                raise InvalidSubnet(f"Subnet {subnet.id} has no free address") from None
+            eni = _interface(ctx, subnet, vpc_address, lb)
+            lb = replace(
+                lb,
+                interface={
+                    "subnetId": subnet.id,
+                    "address": vpc_address,
+                    "cidr": subnet.cidr,
+                    "gateway": gateway(subnet.cidr),
+                    "networkName": subnet.network_name,
+                    "networkInterfaceId": eni.id,
+                },
+            )
+            eni_key = ec2_store.eni_key(ctx, subnet.id, vpc_address)
+            guards.append(Compare.absent(eni_key))
+            puts.append(Put(eni_key, orjson.dumps(eni.to_doc())))
+        await env.store.txn(guards, [Put(key, encode(lb.to_document())), *puts])
         return lb
 
     lb = await retry_on_conflict(attempt)
@@ -170,9 +254,11 @@ async def delete_load_balancer(env: Env, ctx: RequestContext, req: Request) -> R
             current, kv = await records.load_balancer(env.store, arn)
         except LoadBalancerNotFound:
             return
-        await env.store.txn(
-            [Compare.unchanged(kv, kv.key)], deletes=[Delete(kv.key), Delete(keys.address(current.address))]
-        )
+        deletes = [Delete(kv.key), Delete(keys.address(current.address))]
+        if current.interface:
+            eni = current.interface
+            deletes.append(Delete(ec2_store.eni_key(ctx, eni["subnetId"], eni["address"])))
+        await env.store.txn([Compare.unchanged(kv, kv.key)], deletes=deletes)
 
     await retry_on_conflict(attempt)
     return {}

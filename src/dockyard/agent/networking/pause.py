@@ -23,13 +23,13 @@ import aiodocker
 from aiodocker.exceptions import DockerError
 
 from dockyard.agent.networking.firewall import ruleset
+from dockyard.domain.task_eni import subnet_network_config
 
 log = logging.getLogger("dockyard.agent.networking")
 
 PAUSE_IMAGE = "dockyard/pause:latest"
 LABEL_POOL = "com.dockyard.pause-pool"
 LABEL_TASK = "com.dockyard.pause-task"  # not the ECS task label: the engine must not adopt it
-LABEL_SUBNET = "com.dockyard.subnet"
 DEFAULT_BRIDGE = "bridge"
 
 
@@ -179,14 +179,9 @@ class PausePool:
                     raise
                 try:
                     await self.docker.networks.create(
-                        {
-                            "Name": name,
-                            "Driver": "bridge",
-                            "CheckDuplicate": True,
-                            "IPAM": {"Config": [{"Subnet": eni["subnetCidr"], "Gateway": eni["gateway"]}]},
-                            "Options": {"com.docker.network.bridge.enable_ip_masquerade": "false"},
-                            "Labels": {LABEL_SUBNET: str(eni["subnetId"])},
-                        }
+                        subnet_network_config(
+                            name, str(eni["subnetCidr"]), str(eni["gateway"]), str(eni["subnetId"])
+                        )
                     )
                 except DockerError as e2:
                     if e2.status != 409:
