@@ -55,6 +55,7 @@ async def main(args: argparse.Namespace) -> None:
         poll_wait=args.poll_wait,
         cgroup_root=None,
         report_window=args.report_window_ms / 1000,
+        poll_interval=args.poll_interval_ms / 1000,
     )
     delays = Delays(
         pull=args.sim_pull_ms / 1000,
@@ -102,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sim-start-ms", type=float, default=0.0)
     p.add_argument("--sim-stop-ms", type=float, default=0.0)
     p.add_argument("--report-window-ms", type=float, default=100.0)
+    p.add_argument("--poll-interval-ms", type=float, default=0.0, help="at least this between desired sets")
     p.add_argument("--poll-wait", type=float, default=20.0)
     p.add_argument("--register-concurrency", type=int, default=32)
     p.add_argument("--log-level", default="warning")

@@ -1,7 +1,8 @@
 """A stand-in for the server side of docs/agent-protocol.md, in-process (aiohttp), for engine tests.
 
 It keeps the desired set and merges reports like the protocol says (seq must grow; statuses never
-move backwards), without placement, signatures or a store.
+move backwards; reports may ride a Poll; the agent's own reports are no news), without placement,
+signatures or a store.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class FakeControlPlane:
         self.revision = 1
         self.changed = asyncio.Condition()
         self.polls = 0
+        self.polls_with_reports = 0
+        self.poll_times: list[float] = []
+        self.report_calls = 0
+        self.report_batches: list[int] = []  # reports per call (Report or Poll)
         self.reports: list[dict[str, Any]] = []
         self.instance_status = "ACTIVE"
         self.fail_reports = False
@@ -113,8 +118,10 @@ class FakeControlPlane:
         )
         if handler is None:
             return web.json_response({"__type": "UnknownOperationException", "message": op}, status=400)
-        if op == "Report" and self.fail_reports:
+        if self.fail_reports and (op == "Report" or (op == "Poll" and body.get("reports"))):
             return web.json_response({"__type": "ServerException", "message": "down"}, status=500)
+        if op == "Report":
+            self.report_calls += 1
         return web.json_response(await handler(body))
 
     async def register(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -139,20 +146,27 @@ class FakeControlPlane:
 
     async def poll(self, body: dict[str, Any]) -> dict[str, Any]:
         self.polls += 1
+        self.poll_times.append(asyncio.get_running_loop().time())
+        results = None
+        if body.get("reports"):  # reports riding the poll: applied first, results in the answer
+            self.polls_with_reports += 1
+            results = (await self.report(body))["results"]
         known = int(body.get("knownRevision") or 0)
         async with self.changed:
             if self.revision <= known:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), timeout=min(float(body["waitSeconds"]), 2.0))
-        return {
+        answer = {
             "revision": self.revision,
             "instanceStatus": self.instance_status,
             "tasks": self.desired_set(body["containerInstanceArn"]),
         }
+        if results is not None:
+            answer["results"] = results
+        return answer
 
     async def report(self, body: dict[str, Any]) -> dict[str, Any]:
         results = []
-        changed = False
         for r in body["reports"]:
             t = self.tasks.get(r["taskArn"])
             if t is None or r["seq"] <= t.seq:
@@ -164,10 +178,8 @@ class FakeControlPlane:
             if TaskStatus[r["status"]] > TaskStatus[t.last]:
                 t.last = r["status"]
                 t.history.append(r["status"])
-            if r["status"] == "STOPPED":
-                t.desired = "STOPPED"
-                changed = True
+            if r["status"] == "STOPPED" and t.desired != "STOPPED":
+                t.desired = "STOPPED"  # leaves the set: the agent knows, no news (its revision stays)
             results.append({"taskArn": r["taskArn"], "accepted": True})
-        if changed:
-            await self.bump()
-        return {"results": results}
+        self.report_batches.append(len(body["reports"]))
+        return {"results": results, "revision": self.revision}

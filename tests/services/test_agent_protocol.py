@@ -200,9 +200,7 @@ def test_the_agents_own_reports_do_not_wake_its_long_poll(ecs, cluster, agents, 
     assert (t["lastStatus"], t["stoppedReason"]) == ("STOPPED", "bye")
 
 
-def test_a_task_that_leaves_the_set_by_the_control_planes_doing_wakes_the_agent(
-    ecs, cluster, agents, unique
-):
+def test_a_task_that_leaves_the_set_by_the_control_planes_doing_wakes_the_agent(ecs, cluster, agents, unique):
     agent = agents(cluster)
     register_td(ecs, unique)
     [task] = ecs.start_task(cluster=cluster, taskDefinition=unique, containerInstances=[agent.instance_arn])[

@@ -113,7 +113,7 @@ def stacks(elbv2: Any) -> Iterator[list[Stack]]:
 
 
 def make_stack(elbv2: Any, stacks: list[Stack], name: str) -> tuple[Stack, dict[str, Any]]:
-    lb = elbv2.create_load_balancer(Name=short(name), Subnets=["subnet-test"])["LoadBalancers"][0]
+    lb = elbv2.create_load_balancer(Name=short(name))["LoadBalancers"][0]
     stack = Stack(elbv2, lb)
     stacks.append(stack)
     tg = stack.target_group("tg-" + name)

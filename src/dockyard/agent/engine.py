@@ -84,6 +84,7 @@ class AgentSettings:
     poll_wait: float = 20.0
     cgroup_root: Path | None = Path("/sys/fs/cgroup")
     report_window: float = DEFAULT_WINDOW  # seconds reports gather before they are sent
+    poll_interval: float = 0.0  # at least this long between two desired sets acted on (0: none)
     reports_on_poll: bool = True  # pending reports ride the next Poll (docs/agent-protocol.md s. 3)
     checkpoint_tasks: bool = True  # False (hollow agents): only the instance's identity is saved
     checkpoint_sync: bool = True  # fsync each checkpoint write
@@ -242,6 +243,7 @@ class Engine:
     async def _poll_loop(self) -> None:
         assert self.reporter is not None
         reporter = self.reporter
+        loop = asyncio.get_running_loop()
         delay = 0.2
         carry = self.settings.reports_on_poll
         while True:
@@ -271,6 +273,7 @@ class Engine:
                     delay = min(delay * 2, 5.0)
                 continue
             carry = self.settings.reports_on_poll
+            answered = loop.time()
             self.stats.polls += 1
             reporter.settle(reports, answer, by_poll=True)
             revision = int(answer.get("revision") or 0)
@@ -283,6 +286,9 @@ class Engine:
             if news and carry and self.settings.report_window > 0:
                 with reporter.hold():  # what the runners publish meanwhile rides the next poll
                     await self._window()
+            if news and self.settings.poll_interval > 0:
+                with reporter.hold() if carry else contextlib.nullcontext():
+                    await asyncio.sleep(max(0.0, answered + self.settings.poll_interval - loop.time()))
 
     async def _window(self) -> None:
         """After a new desired set: wait until every runner settled (so the next poll carries what

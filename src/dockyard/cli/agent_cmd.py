@@ -52,6 +52,9 @@ def agent(
         100.0,
         help="Milliseconds reports gather before they are sent (they ride the next Poll when one is due).",
     ),
+    poll_interval_ms: float = typer.Option(
+        0.0, help="At least this many milliseconds between two desired sets acted on (burst coalescing)."
+    ),
     instances: int = typer.Option(
         1, help="With --runtime simulated: how many hollow container instances this process runs."
     ),
@@ -95,8 +98,8 @@ def agent(
     if instances < 1 or (instances > 1 and runtime != "simulated"):
         raise typer.BadParameter("--instances N (N > 1) runs hollow instances: it needs --runtime simulated")
     zones = [z.strip() for z in (availability_zones or "").split(",") if z.strip()]
-    if min(report_window_ms, sim_pull_ms, sim_create_ms, sim_start_ms, sim_stop_ms) < 0:
-        raise typer.BadParameter("--report-window-ms and --sim-*-ms are not negative")
+    if min(report_window_ms, poll_interval_ms, sim_pull_ms, sim_create_ms, sim_start_ms, sim_stop_ms) < 0:
+        raise typer.BadParameter("--report-window-ms, --poll-interval-ms and --sim-*-ms are not negative")
     settings = AgentSettings(
         server=server,
         cluster=cluster,
@@ -116,6 +119,7 @@ def agent(
         task_cleanup_wait=task_cleanup_wait,
         cgroup_root=Path("/sys/fs/cgroup") if runtime == "docker" else None,
         report_window=report_window_ms / 1000,
+        poll_interval=poll_interval_ms / 1000,
     )
     delays = (sim_pull_ms / 1000, sim_create_ms / 1000, sim_start_ms / 1000, sim_stop_ms / 1000)
     if instances > 1:

@@ -87,6 +87,7 @@ class TargetSteps:
         self.clock = clock
         self.retry_seconds = retry_seconds
         self._released: dict[str, set[str]] = {}  # service key -> STOPPED task ids deregistered
+        self._warned: set[str] = set()  # tasks whose registration failed (logged once)
 
     async def run(
         self, service_key: str, scope: keys.Scope, service: Service, tasks: list[Entry[Task]]
@@ -142,12 +143,15 @@ class TargetSteps:
             try:
                 registered = await register_task(self.store, self.clock, lbs, task, instance)
             except ElbError as e:
-                log.warning("task %s: cannot register its targets yet: %s", task.id, e)
+                if task.id not in self._warned:
+                    self._warned.add(task.id)
+                    log.warning("task %s: cannot register its targets (retrying): %s", task.id, e)
                 registered = False
             if not registered:
                 wake.append(self.clock.time() + self.retry_seconds)
                 return entry
             out.wrote += 1
+            self._warned.discard(task.id)
             return await commit_task(self.store, scope, entry, activated(task, self.clock.time()))
         if task.last_status is TaskStatus.DEACTIVATING:
             deadline = self.clock.time()

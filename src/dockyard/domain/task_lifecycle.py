@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from dockyard.domain.task_status import ContainerStatus, HealthStatus, StopCode, TaskStatus
 from dockyard.domain.tasks import Container, Task
@@ -132,28 +132,41 @@ def settle(task: Task, now: float) -> Task:
     t = task
     gated = bool(t.gates)
     if t.last_status is TaskStatus.ACTIVATING and not gated:
-        t = replace(t, last_status=TaskStatus.RUNNING, started_at=_first(t.started_at, now))
+        t = _evolve(t, last_status=TaskStatus.RUNNING, started_at=_first(t.started_at, now))
     drain = gated
     if t.desired_status is TaskStatus.STOPPED and t.last_status < TaskStatus.DEACTIVATING:
         drain = gated and t.last_status >= TaskStatus.ACTIVATING  # before that, nothing was registered
-        t = replace(t, last_status=TaskStatus.DEACTIVATING)
+        t = _evolve(t, last_status=TaskStatus.DEACTIVATING)
     if t.last_status is TaskStatus.DEACTIVATING and not drain:
-        t = replace(t, last_status=TaskStatus.STOPPING, stopping_at=_first(t.stopping_at, now))
+        t = _evolve(t, last_status=TaskStatus.STOPPING, stopping_at=_first(t.stopping_at, now))
     if t.last_status is TaskStatus.DEPROVISIONING:
         t = _stopped(t, now)
     return t
 
 
 def _stopped(t: Task, now: float) -> Task:
-    return replace(
+    return _evolve(
         t,
         last_status=TaskStatus.STOPPED,
         desired_status=TaskStatus.STOPPED,
         stopping_at=_first(t.stopping_at, now),
         execution_stopped_at=_first(t.execution_stopped_at, now),
         stopped_at=_first(t.stopped_at, now),
-        containers=tuple(replace(c, last_status=ContainerStatus.STOPPED) for c in t.containers),
+        containers=tuple(_evolve(c, last_status=ContainerStatus.STOPPED) for c in t.containers),
     )
+
+
+_T = TypeVar("_T", Task, Container)
+
+
+def _evolve(obj: _T, **changes: Any) -> _T:
+    """``dataclasses.replace`` for ``Task``/``Container`` (frozen, no ``__post_init__``, no slots)
+    without re-running ``__init__`` over every field: a report's merge builds several, and building
+    tasks was most of what applying a report cost."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 def _first(current: float | None, value: float | None) -> float | None:
@@ -164,7 +177,7 @@ def _bump(before: Task, after: Task) -> Merged:
     if after == before:
         return Merged(before)
     return Merged(
-        replace(after, version=before.version + 1),
+        _evolve(after, version=before.version + 1),
         changed=True,
         released=after.stopped and not before.stopped,
     )
@@ -175,7 +188,7 @@ def merge_container(c: Container, r: ContainerReport) -> Container:
     exit_code = c.exit_code
     if r.exit_code is not None and (c.exit_code is None or r.status is ContainerStatus.STOPPED):
         exit_code = r.exit_code
-    return replace(
+    return _evolve(
         c,
         last_status=status,
         exit_code=exit_code,
@@ -187,37 +200,41 @@ def merge_container(c: Container, r: ContainerReport) -> Container:
 
 
 def merge_report(task: Task, report: TaskReport, now: float) -> Merged:
-    """Merge one agent report into ``task`` (see the module docstring)."""
+    """Merge one agent report into ``task`` (see the module docstring). One new ``Task`` for the
+    report's fields (building a task is what a merge costs), then ``settle``."""
     if report.seq is not None and report.seq <= task.reported_seq:
         return Merged(task, accepted=False, reason=STALE)
-    by_name = {r.name: r for r in report.containers}
-    t = replace(
-        task,
-        containers=tuple(
+    changes: dict[str, Any] = {}
+    if report.containers:
+        by_name = {r.name: r for r in report.containers}
+        changes["containers"] = tuple(
             merge_container(c, by_name[c.name]) if c.name in by_name else c for c in task.containers
-        ),
-        pull_started_at=_first(task.pull_started_at, report.pull_started_at),
-        pull_stopped_at=_first(task.pull_stopped_at, report.pull_stopped_at),
-        started_at=_first(task.started_at, report.started_at),
-        health_status=report.health_status if report.health_status is not None else task.health_status,
-        reported_seq=report.seq if report.seq is not None else task.reported_seq,
-    )
+        )
+    for name, value in (
+        ("pull_started_at", report.pull_started_at),
+        ("pull_stopped_at", report.pull_stopped_at),
+        ("started_at", report.started_at),
+    ):
+        if value is not None and getattr(task, name) is None:
+            changes[name] = value
+    if report.health_status is not None:
+        changes["health_status"] = report.health_status
+    if report.seq is not None:
+        changes["reported_seq"] = report.seq
     if report.status is not None and not task.stopped:
-        step = _OPENS[report.status]
-        t = replace(t, last_status=max(t.last_status, step))
+        changes["last_status"] = max(task.last_status, _OPENS[report.status])
         if report.status is TaskStatus.STOPPED:
             reached_running = task.last_status >= TaskStatus.RUNNING or task.started_at is not None
             default_code = (
                 StopCode.ESSENTIAL_CONTAINER_EXITED if reached_running else StopCode.TASK_FAILED_TO_START
             )
-            t = replace(
-                t,
+            changes.update(
                 desired_status=TaskStatus.STOPPED,
-                stop_code=t.stop_code or report.stop_code or default_code,
-                stopped_reason=t.stopped_reason or report.reason or ESSENTIAL_EXITED_REASON,
-                execution_stopped_at=_first(t.execution_stopped_at, report.execution_stopped_at),
+                stop_code=task.stop_code or report.stop_code or default_code,
+                stopped_reason=task.stopped_reason or report.reason or ESSENTIAL_EXITED_REASON,
+                execution_stopped_at=_first(task.execution_stopped_at, report.execution_stopped_at),
             )
-    return _bump(task, settle(t, now))
+    return _bump(task, settle(_evolve(task, **changes) if changes else task, now))
 
 
 def request_stop(task: Task, *, reason: str | None, stop_code: str, now: float) -> Merged:

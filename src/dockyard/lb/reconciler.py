@@ -118,8 +118,8 @@ class LoadBalancerReconciler:
                 if watcher.done():
                     watcher.result()  # re-raises Compacted or a store error
                     return
+                self._wake.clear()  # before the tick: a change arriving during it wakes the next one
                 await self.tick()
-                self._wake.clear()
                 timeout = self.settings.poll_interval
                 if self._next_expiry is not None:
                     timeout = max(0.0, min(timeout, self._next_expiry - self.clock.time()))

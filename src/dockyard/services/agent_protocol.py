@@ -24,6 +24,8 @@ from collections import OrderedDict
 from functools import partial
 from typing import Any
 
+import orjson
+
 from dockyard.domain import arns
 from dockyard.domain.container_instances import InstanceStatus
 from dockyard.domain.errors import AccessDenied, InvalidParameter
@@ -55,6 +57,9 @@ ADMIN = "admin"
 RENEWED = "liveness_renewed"
 TASK_DEFINITIONS = "agent_task_definitions"
 TASK_DEFINITION_CACHE_SIZE = 1024
+WIRE_TASKS = "agent_wire_tasks"
+WAITING = "agent_polls_waiting"
+WIRE_TASK_CACHE_SIZE = 32_768
 
 
 # ---- who acts for what ----------------------------------------------------------------------------
@@ -113,13 +118,13 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
         left = deadline - loop.time()
         if revision > asked.known_revision or left <= 0 or env.stopping.is_set():
             break
-        await _wait_any(changed, env.stopping, left)
+        await _wait_change(env, changed, left)
     entry = cache.instance(scope, instance_id)
     status = entry.value.status if entry is not None else InstanceStatus.INACTIVE
     answer = {
         "revision": revision,
         "instanceStatus": status.value,
-        "tasks": [agent_task(t, await _task_definition(env, ctx, t.task_definition_arn)) for t in tasks],
+        "tasks": [await _wire_task(env, ctx, cache, scope, t) for t in tasks],
     }
     return _with_results(answer, results)
 
@@ -155,6 +160,27 @@ async def _renew_liveness(env: Env, cache: ClusterCache, scope: keys.Scope, inst
             await env.store.revoke_lease(lease)
             return
     renewed[(scope, instance_id)] = now
+
+
+async def _wire_task(
+    env: Env, ctx: RequestContext, cache: ClusterCache, scope: keys.Scope, task: Task
+) -> orjson.Fragment:
+    """One ``AgentTask``, serialized once per stored version of the task (every Poll answer repeats
+    the whole set; the api layer embeds the bytes as they are)."""
+    entry = cache.scope(scope).tasks.get(task.id)
+    key = (task.arn, entry.mod_revision) if entry is not None and entry.value is task else None
+    known: OrderedDict[tuple[str, int], orjson.Fragment] = env.extras.setdefault(WIRE_TASKS, OrderedDict())
+    hit = known.get(key) if key is not None else None
+    if key is not None and hit is not None:
+        known.move_to_end(key)
+        return hit
+    td = await _task_definition(env, ctx, task.task_definition_arn)
+    wire = orjson.Fragment(orjson.dumps(agent_task(task, td)))
+    if key is not None and td is not None:
+        known[key] = wire
+        while len(known) > WIRE_TASK_CACHE_SIZE:
+            known.popitem(last=False)
+    return wire
 
 
 async def _task_definition(env: Env, ctx: RequestContext, arn: str) -> dict[str, Any] | None:
@@ -279,11 +305,37 @@ async def discover_poll_endpoint(env: Env, ctx: RequestContext, req: Request) ->
     return {"endpoint": endpoint, "telemetryEndpoint": endpoint, "serviceConnectEndpoint": endpoint}
 
 
-async def _wait_any(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
-    """Wait until either event is set or ``timeout`` passes."""
-    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+async def _wait_change(env: Env, changed: asyncio.Event, timeout: float) -> None:
+    """Wait until ``changed`` is set (the instance's desired set moved, or the server is stopping)
+    or ``timeout`` passes.
+
+    Only the instance's own event is awaited: a thousand long-polls all waiting on ``env.stopping``
+    as well would make every answer pay for removing its waiter from that event's long queue.
+    Instead one task per server sets the events of the polls still waiting when it stops."""
+    waiting = _waiting(env)
+    waiting.add(changed)
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        async with asyncio.timeout(timeout):
+            await changed.wait()
+    except TimeoutError:
+        pass
     finally:
-        for w in waiters:
-            w.cancel()
+        waiting.discard(changed)
+
+
+def _waiting(env: Env) -> set[asyncio.Event]:
+    loop = asyncio.get_running_loop()
+    known: tuple[asyncio.AbstractEventLoop, set[asyncio.Event], asyncio.Task[None]] | None = env.extras.get(
+        WAITING
+    )
+    if known is None or known[0] is not loop:
+        events: set[asyncio.Event] = set()
+        known = (loop, events, loop.create_task(_wake_at_stop(env, events), name="agent-polls-stop"))
+        env.extras[WAITING] = known
+    return known[1]
+
+
+async def _wake_at_stop(env: Env, events: set[asyncio.Event]) -> None:
+    await env.stopping.wait()
+    for event in list(events):
+        event.set()
