@@ -50,7 +50,7 @@ def spec() -> LbSpec:
         name="web",
         id="0123456789abcdef",
         address="127.100.0.7",
-        dns_name="web-1.us-east-1.elb.dockyard.localhost",
+        dns_name="web-1.us-east-1.elb.dockyard.internal",
         idle_timeout=120,
         frontends=(
             FrontendSpec("ln-80", 80, "http", routes, "tg-web-1"),

@@ -68,7 +68,7 @@ def test_load_balancer_lifecycle(elbv2, lb_server, cleanup, unique):
         "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/"
     )
     assert lb["Type"] == "application" and lb["Scheme"] == "internet-facing"
-    assert lb["DNSName"].endswith(".us-east-1.elb.dockyard.localhost")
+    assert lb["DNSName"].endswith(".us-east-1.elb.dockyard.internal")
     assert lb["AvailabilityZones"] == []
     assert lb["SecurityGroups"] == [group]
     # the same request again returns the same load balancer; other settings under the name fail

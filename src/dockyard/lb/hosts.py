@@ -1,12 +1,13 @@
 """Making each load balancer's ``DNSName`` resolve on this machine: lines in the hosts file.
 
-A DNSName is ``<name>-<digits>.<region>.elb.dockyard.localhost`` (``.localhost`` is reserved for
-loopback, RFC 6761, and every LB address is a loopback address). glibc's resolver reads
-``/etc/hosts`` first (``hosts: files dns``), so ``getaddrinfo``, curl, boto3 and browsers resolve it.
+A DNSName is ``<name>-<digits>.<region>.elb.dockyard.internal`` (``.internal`` is reserved for
+private use; ``.localhost`` was tried first, but curl answers every ``*.localhost`` name with
+127.0.0.1 itself without reading the hosts file). glibc's resolver reads ``/etc/hosts`` first
+(``hosts: files dns``), so ``getaddrinfo``, curl, boto3 and browsers resolve it.
 
 Each line Dockyard writes ends with a marker naming the server process that owns it::
 
-    127.100.0.7  web-0001234567.us-east-1.elb.dockyard.localhost  # dockyard-lb owner=4242
+    127.100.0.7  web-0001234567.us-east-1.elb.dockyard.internal  # dockyard-lb owner=4242
 
 A server rewrites only its own lines, and drops lines of owners that are no longer running (a
 server killed without cleaning up). Writers take an exclusive ``flock`` on the file and rewrite it

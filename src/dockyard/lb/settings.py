@@ -16,7 +16,7 @@ class LbSettings:
     # Listen (and source) addresses of load balancers come from this network; loopback by default.
     network: str = "127.100.0.0/16"
     # DNSName = <name>-<digits>.<region>.<dns_suffix>, written to ``hosts_file`` when it is set.
-    dns_suffix: str = "elb.dockyard.localhost"
+    dns_suffix: str = "elb.dockyard.internal"
     hosts_file: str | None = "/etc/hosts"
     # Where each load balancer's HAProxy keeps its files (one directory per load balancer).
     state_dir: Path = Path("lb")

@@ -93,6 +93,7 @@ def _message(e: DockerError) -> str:
 class DockerRuntime:
     def __init__(self, url: str | None = None) -> None:
         self._docker = aiodocker.Docker(url=url)
+        self._network_locks: dict[str, asyncio.Lock] = {}
 
     @property
     def client(self) -> aiodocker.Docker:
@@ -127,6 +128,12 @@ class DockerRuntime:
             raise PullError(str(e)) from e
 
     async def ensure_network(self, name: str) -> None:
+        """Create the network if missing. Serialised per name: concurrent creates on Docker 20.10 can
+        make duplicates despite CheckDuplicate, after which every container create fails as ambiguous."""
+        async with self._network_locks.setdefault(name, asyncio.Lock()):
+            await self._ensure_network(name)
+
+    async def _ensure_network(self, name: str) -> None:
         try:
             await self._docker.networks.get(name)
             return
