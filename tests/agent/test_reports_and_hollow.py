@@ -201,8 +201,10 @@ def test_hollow_agent_command_against_the_real_server(dockyard_server, ecs, uniq
         unique,
         tmp_path / "hollow",
         tmp_path / "hollow.log",
-        extra=["--runtime", "simulated", "--instances", "4", "--cpu-units", "512", "--memory-mib", "512"]
-        + ["--availability-zones", ",".join(zones), "--sim-start-ms", "20", "--log-level", "info"],
+        extra=[
+            *("--runtime", "simulated", "--instances", "4", "--cpu-units", "512", "--memory-mib", "512"),
+            *("--availability-zones", ",".join(zones), "--sim-start-ms", "20", "--log-level", "info"),
+        ],
     ).start()
     try:
 
@@ -243,4 +245,4 @@ def test_hollow_agent_command_against_the_real_server(dockyard_server, ecs, uniq
     stats = [line for line in agent.log().splitlines() if "hollow agent stats" in line]
     assert stats, agent.log()
     counted = json.loads(stats[-1].split("hollow agent stats ", 1)[1])
-    assert counted["instances"] == 4 and counted["task_reports"] >= 8 and counted["errors"] == 0
+    assert counted["instances"] == 4 and counted["polls"] >= 8 and counted["errors"] == 0
