@@ -1,4 +1,5 @@
-"""EC2's own protocol (``ec2``, version 2016-11-15), for the networking subset awsvpc needs.
+"""EC2's own protocol (``ec2``, version 2016-11-15), for the networking subset awsvpc needs (the
+request flow shared with ELBv2's query protocol is in ``form_protocol.py``).
 
 It differs from the ELBv2 query protocol (``query_protocol.py``) in three ways:
 
@@ -20,17 +21,12 @@ It differs from the ELBv2 query protocol (``query_protocol.py``) in three ways:
 
 from __future__ import annotations
 
-import logging
-import uuid
 from typing import Any
+from xml.sax.saxutils import escape
 
 from botocore.model import ListShape, OperationModel, Shape, StructureShape
-from starlette.requests import Request
-from starlette.responses import Response
 
-from dockyard.api import validation
-from dockyard.api.authorization import authorize
-from dockyard.api.query_protocol import Authenticate, _scalar, _timestamp, parse_form
+from dockyard.api.form_protocol import Authenticate, FormApi, error_by_class, indexed, scalar, write_xml
 from dockyard.domain.ec2 import Ec2Error
 from dockyard.domain.errors import (
     AccessDenied,
@@ -42,15 +38,25 @@ from dockyard.domain.errors import (
     UnknownOperation,
     UnrecognizedClient,
 )
-from dockyard.services.context import Env, RequestContext
+from dockyard.services.context import Env
 from dockyard.services.ec2_registry import load_ec2
 
-log = logging.getLogger("dockyard.api")
+__all__ = ["SIGNING_NAME", "Ec2Api", "decode", "render_error", "render_response"]
 
 SERVICE = "ec2"
 SIGNING_NAME = "ec2"
 API_VERSION = "2016-11-15"
 NAMESPACE = f"http://ec2.amazonaws.com/doc/{API_VERSION}/"
+
+_PROTOCOL_CODES: list[tuple[type[DockyardError], str, int]] = [
+    (InvalidParameter, "InvalidParameterValue", 400),
+    (MissingAuthenticationToken, "MissingAuthenticationToken", 401),
+    (UnrecognizedClient, "AuthFailure", 401),
+    (InvalidSignature, "AuthFailure", 401),
+    (IncompleteSignature, "AuthFailure", 401),
+    (UnknownOperation, "InvalidAction", 400),
+    (AccessDenied, "UnauthorizedOperation", 403),
+]
 
 
 def _wire_name(name: str, shape: Shape) -> str:
@@ -75,32 +81,12 @@ def decode(shape: Shape, node: Any) -> Any:
     if isinstance(shape, ListShape):
         if not isinstance(node, dict):
             return [] if node == "" else node
-        items = sorted((int(k), v) for k, v in node.items() if k.isdigit())
-        return [decode(shape.member, v) for _, v in items]
-    return _scalar(shape.type_name, node)
+        return [decode(shape.member, v) for v in indexed(node)]
+    return scalar(shape.type_name, node)
 
 
-def _write(shape: Shape, value: Any, name: str, out: list[str]) -> None:
-    from xml.sax.saxutils import escape
-
-    if isinstance(shape, StructureShape):
-        out.append(f"<{name}>")
-        for member_name, member in shape.members.items():
-            item = value.get(member_name) if isinstance(value, dict) else None
-            if item is not None:
-                _write(member, item, member.serialization.get("name", member_name), out)
-        out.append(f"</{name}>")
-    elif isinstance(shape, ListShape):
-        out.append(f"<{name}>")
-        for item in value:
-            _write(shape.member, item, "item", out)
-        out.append(f"</{name}>")
-    elif shape.type_name == "boolean":
-        out.append(f"<{name}>{'true' if value else 'false'}</{name}>")
-    elif shape.type_name == "timestamp":
-        out.append(f"<{name}>{_timestamp(value)}</{name}>")
-    else:
-        out.append(f"<{name}>{escape(str(value))}</{name}>")
+def _item(_shape: ListShape) -> str:
+    return "item"
 
 
 def render_response(operation: OperationModel, result: dict[str, Any], request_id: str) -> bytes:
@@ -113,7 +99,9 @@ def render_response(operation: OperationModel, result: dict[str, Any], request_i
     if isinstance(shape, StructureShape):
         for member_name, member in shape.members.items():
             if result.get(member_name) is not None:
-                _write(member, result[member_name], member.serialization.get("name", member_name), out)
+                write_xml(
+                    member, result[member_name], member.serialization.get("name", member_name), out, _item
+                )
     out.append(f"</{name}Response>")
     return "".join(out).encode()
 
@@ -123,78 +111,34 @@ def error_code(exc: DockyardError) -> tuple[str, int]:
         return exc.code, exc.status
     if isinstance(exc, InvalidSignature) and "expired" in exc.message:
         return "RequestExpired", 400
-    for cls, code, status in (
-        (InvalidParameter, "InvalidParameterValue", 400),
-        (MissingAuthenticationToken, "MissingAuthenticationToken", 401),
-        (UnrecognizedClient, "AuthFailure", 401),
-        (InvalidSignature, "AuthFailure", 401),
-        (IncompleteSignature, "AuthFailure", 401),
-        (UnknownOperation, "InvalidAction", 400),
-        (AccessDenied, "UnauthorizedOperation", 403),
-    ):
-        if isinstance(exc, cls):
-            return code, status
-    return "InternalError", 500
+    return error_by_class(exc, _PROTOCOL_CODES) or ("InternalError", 500)
 
 
 def render_error(code: str, message: str, request_id: str) -> bytes:
-    from xml.sax.saxutils import escape
-
     return (
         f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{escape(code)}</Code>'
         f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
     ).encode()
 
 
-class Ec2Api:
-    """Handles one EC2 request end to end."""
+class Ec2Api(FormApi):
+    """The EC2 networking subset over EC2's protocol."""
+
+    service = SERVICE
+    iam_prefix = SIGNING_NAME
+    internal_code = "InternalError"
 
     def __init__(self, env: Env, authenticate: Authenticate, account_id: str) -> None:
-        self.env = env
-        self.authenticate = authenticate
-        self.account_id = account_id
-        self.handlers = load_ec2()
-        self.model = validation.service_model(SERVICE)
+        super().__init__(env, authenticate, account_id, load_ec2())
 
-    async def respond(self, request: Request) -> Response:
-        request_id = str(uuid.uuid4())
-        try:
-            return Response(await self.handle(request, request_id), media_type="text/xml")
-        except DockyardError as exc:
-            code, status = error_code(exc)
-            if status >= 500:
-                log.error("request %s failed: %s", request_id, exc.message)
-            return Response(
-                render_error(code, exc.message, request_id), status_code=status, media_type="text/xml"
-            )
-        except Exception:
-            log.exception("request %s: unexpected server error", request_id)
-            body = render_error(
-                "InternalError", "An internal error occurred; see the server log.", request_id
-            )
-            return Response(body, status_code=500, media_type="text/xml")
+    def decode(self, shape: Shape, node: Any) -> Any:
+        return decode(shape, node)
 
-    async def handle(self, request: Request, request_id: str) -> bytes:
-        raw = await request.body()
-        lowered = {k.lower(): v for k, v in request.headers.items()}
-        caller = await self.authenticate(request, lowered, raw)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidParameter("The request body is not UTF-8 form data.") from None
-        if request.url.query:
-            text = request.url.query + ("&" + text if text else "")
-        form = parse_form(text)
-        action = form.pop("Action", None)
-        form.pop("Version", None)
-        if not isinstance(action, str) or action not in self.model.operation_names:
-            raise UnknownOperation(f"The action {str(action)[:200]} is not valid for this web service.")
-        handler = self.handlers.get(action)
-        if handler is None:
-            raise UnknownOperation(f"Dockyard does not implement the EC2 action {action}.")
-        authorize(caller.principal, f"ec2:{action}")
-        operation = self.model.operation_model(action)
-        params = decode(operation.input_shape, form) if operation.input_shape is not None else {}
-        checked = validation.validate(action, params, SERVICE)
-        ctx = RequestContext(self.account_id, caller.region, caller.principal, request_id)
-        return render_response(operation, await handler(self.env, ctx, checked), request_id)
+    def render_response(self, operation: OperationModel, result: dict[str, Any], request_id: str) -> bytes:
+        return render_response(operation, result, request_id)
+
+    def error_code(self, exc: DockyardError) -> tuple[str, int]:
+        return error_code(exc)
+
+    def render_error(self, code: str, message: str, status: int, request_id: str) -> bytes:
+        return render_error(code, message, request_id)
