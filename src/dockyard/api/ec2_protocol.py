@@ -26,7 +26,15 @@ from xml.sax.saxutils import escape
 
 from botocore.model import ListShape, OperationModel, Shape, StructureShape
 
-from dockyard.api.form_protocol import Authenticate, FormApi, error_by_class, indexed, scalar, write_xml
+from dockyard.api.form_protocol import (
+    Authenticate,
+    FormApi,
+    FormProtocol,
+    error_by_class,
+    indexed,
+    scalar,
+    write_xml,
+)
 from dockyard.domain.ec2 import Ec2Error
 from dockyard.domain.errors import (
     AccessDenied,
@@ -121,24 +129,17 @@ def render_error(code: str, message: str, request_id: str) -> bytes:
     ).encode()
 
 
-class Ec2Api(FormApi):
+PROTOCOL = FormProtocol(
+    service=SERVICE,
+    iam_prefix=SIGNING_NAME,
+    internal_code="InternalError",
+    decode=decode,
+    render_response=render_response,
+    error_code=error_code,
+    render_error=lambda code, message, _status, request_id: render_error(code, message, request_id),
+)
+
+
+def Ec2Api(env: Env, authenticate: Authenticate, account_id: str) -> FormApi:
     """The EC2 networking subset over EC2's protocol."""
-
-    service = SERVICE
-    iam_prefix = SIGNING_NAME
-    internal_code = "InternalError"
-
-    def __init__(self, env: Env, authenticate: Authenticate, account_id: str) -> None:
-        super().__init__(env, authenticate, account_id, load_ec2())
-
-    def decode(self, shape: Shape, node: Any) -> Any:
-        return decode(shape, node)
-
-    def render_response(self, operation: OperationModel, result: dict[str, Any], request_id: str) -> bytes:
-        return render_response(operation, result, request_id)
-
-    def error_code(self, exc: DockyardError) -> tuple[str, int]:
-        return error_code(exc)
-
-    def render_error(self, code: str, message: str, status: int, request_id: str) -> bytes:
-        return render_error(code, message, request_id)
+    return FormApi(PROTOCOL, env, authenticate, account_id, load_ec2())

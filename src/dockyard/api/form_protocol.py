@@ -3,10 +3,10 @@ own ``ec2`` (``ec2_protocol.py``). Requests are ``application/x-www-form-urlenco
 and ``Version``; responses and errors are XML; the protocols differ only in how lists are spelled,
 how a response is wrapped and which error codes they use.
 
-One request, in order (``FormApi.handle``)::
+A protocol is a ``FormProtocol`` value (its functions); ``FormApi`` runs one request, in order::
 
     signature (the ECS path's authenticate: SigV4 + KeyRing)  ->  form body (+ URL query)
-      ->  Action, Version (``check_version``)  ->  handler  ->  IAM-style authorization
+      ->  Action, Version (the protocol's ``check_version``)  ->  handler  ->  IAM-style authorization
       ->  decode the flat form against the operation's input shape (the protocol's ``decode``)
       ->  validate against botocore's model  ->  use case  ->  ``render_response``
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -145,60 +145,57 @@ def error_by_class(
 # ---- the endpoint --------------------------------------------------------------------------------
 
 
-class FormApi(ABC):
-    """Handles one form-protocol request end to end; a subclass is one AWS service's protocol."""
+@dataclass(frozen=True)
+class FormProtocol:
+    """One AWS service's form protocol: what ``FormApi`` needs to know of it."""
 
     service: str  # botocore's service name (the model validated against)
     iam_prefix: str  # "ec2", "elasticloadbalancing": what ``authorize`` sees before ":Action"
     internal_code: str  # the protocol's code for an unexpected server error
-    request_id_header = False  # answer with an x-amzn-RequestId header
+    decode: Callable[[Shape, Any], Any]  # a form subtree as the JSON-like value the model checks
+    render_response: Callable[[OperationModel, dict[str, Any], str], bytes]  # (operation, result, id)
+    error_code: Callable[[DockyardError], tuple[str, int]]  # (code, HTTP status)
+    render_error: Callable[[str, str, int, str], bytes]  # (code, message, status, request id)
+    check_version: Callable[[Any], None] = lambda version: None  # raises UnknownOperation
+    request_id_header: bool = False  # answer with an x-amzn-RequestId header
+
+
+class FormApi:
+    """Handles one form-protocol request end to end."""
 
     def __init__(
-        self, env: Env, authenticate: Authenticate, account_id: str, handlers: Mapping[str, Handler]
+        self,
+        protocol: FormProtocol,
+        env: Env,
+        authenticate: Authenticate,
+        account_id: str,
+        handlers: Mapping[str, Handler],
     ) -> None:
+        self.protocol = protocol
         self.env = env
         self.authenticate = authenticate
         self.account_id = account_id
         self.handlers = handlers
-        self.model = validation.service_model(self.service)
-
-    @abstractmethod
-    def decode(self, shape: Shape, node: Any) -> Any:
-        """A form subtree as the JSON-like value ``validation.validate`` checks."""
-
-    @abstractmethod
-    def render_response(
-        self, operation: OperationModel, result: dict[str, Any], request_id: str
-    ) -> bytes: ...
-
-    @abstractmethod
-    def error_code(self, exc: DockyardError) -> tuple[str, int]: ...
-
-    @abstractmethod
-    def render_error(self, code: str, message: str, status: int, request_id: str) -> bytes: ...
-
-    def check_action(self, action: Any, version: Any) -> str:
-        """The action named by the request, refused with UnknownOperation when not this service's."""
-        if not isinstance(action, str) or action not in self.model.operation_names:
-            raise UnknownOperation(f"The action {str(action)[:200]} is not valid for this web service.")
-        return action
+        self.model = validation.service_model(protocol.service)
 
     async def respond(self, request: Request) -> Response:
+        p = self.protocol
         request_id = str(uuid.uuid4())
-        headers = {"x-amzn-RequestId": request_id} if self.request_id_header else None
+        headers = {"x-amzn-RequestId": request_id} if p.request_id_header else None
         try:
             body, status = await self.handle(request, request_id), 200
         except DockyardError as exc:
-            code, status = self.error_code(exc)
+            code, status = p.error_code(exc)
             if status >= 500:
                 log.error("request %s failed: %s", request_id, exc.message)
-            body = self.render_error(code, exc.message, status, request_id)
+            body = p.render_error(code, exc.message, status, request_id)
         except Exception:
             log.exception("request %s: unexpected server error", request_id)
-            body, status = self.render_error(self.internal_code, INTERNAL_MESSAGE, 500, request_id), 500
+            body, status = p.render_error(p.internal_code, INTERNAL_MESSAGE, 500, request_id), 500
         return Response(body, status_code=status, media_type=XML_CONTENT_TYPE, headers=headers)
 
     async def handle(self, request: Request, request_id: str) -> bytes:
+        p = self.protocol
         raw = await request.body()
         lowered = {k.lower(): v for k, v in request.headers.items()}
         caller = await self.authenticate(request, lowered, raw)
@@ -209,13 +206,18 @@ class FormApi(ABC):
         if request.url.query:
             text = request.url.query + ("&" + text if text else "")
         form = parse_form(text)
-        action = self.check_action(form.pop("Action", None), form.pop("Version", None))
+        action = form.pop("Action", None)
+        if not isinstance(action, str) or not action:
+            raise UnknownOperation("The request must contain the parameter Action.")
+        p.check_version(form.pop("Version", None))
+        if action not in self.model.operation_names:
+            raise UnknownOperation(f"The action {action[:200]} is not valid for this web service.")
         handler = self.handlers.get(action)
         if handler is None:
-            raise UnknownOperation(f"Dockyard does not implement the {self.service} action {action} yet.")
-        authorize(caller.principal, f"{self.iam_prefix}:{action}")
+            raise UnknownOperation(f"Dockyard does not implement the {p.service} action {action} yet.")
+        authorize(caller.principal, f"{p.iam_prefix}:{action}")
         operation = self.model.operation_model(action)
-        params = self.decode(operation.input_shape, form) if operation.input_shape is not None else {}
-        checked = validation.validate(action, params, self.service)
+        params = p.decode(operation.input_shape, form) if operation.input_shape is not None else {}
+        checked = validation.validate(action, params, p.service)
         ctx = RequestContext(self.account_id, caller.region, caller.principal, request_id)
-        return self.render_response(operation, await handler(self.env, ctx, checked), request_id)
+        return p.render_response(operation, await handler(self.env, ctx, checked), request_id)

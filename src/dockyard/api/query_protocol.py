@@ -31,6 +31,7 @@ from dockyard.api import validation
 from dockyard.api.form_protocol import (
     Authenticate,
     FormApi,
+    FormProtocol,
     error_by_class,
     indexed,
     parse_form,
@@ -133,34 +134,26 @@ def render_error(code: str, message: str, status: int, request_id: str) -> bytes
     ).encode()
 
 
-class QueryApi(FormApi):
+def _check_version(version: Any) -> None:
+    if version is not None and version != API_VERSION:
+        raise UnknownOperation(
+            f"Version {str(version)[:40]!r} is not supported: Dockyard speaks ELBv2 ({API_VERSION}) only."
+        )
+
+
+PROTOCOL = FormProtocol(
+    service=SERVICE,
+    iam_prefix=SIGNING_NAME,
+    internal_code="InternalFailure",
+    decode=decode,
+    render_response=render_response,
+    error_code=error_code,
+    render_error=render_error,
+    check_version=_check_version,
+    request_id_header=True,
+)
+
+
+def QueryApi(env: Env, authenticate: Authenticate, account_id: str) -> FormApi:
     """ELBv2 over the query protocol."""
-
-    service = SERVICE
-    iam_prefix = SIGNING_NAME
-    internal_code = "InternalFailure"
-    request_id_header = True
-
-    def __init__(self, env: Env, authenticate: Authenticate, account_id: str) -> None:
-        super().__init__(env, authenticate, account_id, load_elb())
-
-    def decode(self, shape: Shape, node: Any) -> Any:
-        return decode(shape, node)
-
-    def render_response(self, operation: OperationModel, result: dict[str, Any], request_id: str) -> bytes:
-        return render_response(operation, result, request_id)
-
-    def error_code(self, exc: DockyardError) -> tuple[str, int]:
-        return error_code(exc)
-
-    def render_error(self, code: str, message: str, status: int, request_id: str) -> bytes:
-        return render_error(code, message, status, request_id)
-
-    def check_action(self, action: Any, version: Any) -> str:
-        if not isinstance(action, str) or not action:
-            raise UnknownOperation("The request must contain the parameter Action.")
-        if version is not None and version != API_VERSION:
-            raise UnknownOperation(
-                f"Version {str(version)[:40]!r} is not supported: Dockyard speaks ELBv2 ({API_VERSION}) only."
-            )
-        return super().check_action(action, version)
+    return FormApi(PROTOCOL, env, authenticate, account_id, load_elb())
