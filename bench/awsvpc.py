@@ -114,6 +114,7 @@ def main() -> int:
     dy = Dockyard(workdir, args.agent_log_level, run_id)
     docker = DockerApi()
     families: list[str] = []
+    load_before = task_start.load_average()
     try:
         dy.start_server()
         ecs = dy.client()
@@ -165,10 +166,14 @@ def main() -> int:
             f"teardown: {len(arns)} awsvpc tasks in {t1 - t0:.2f} s = {teardown_rate:.1f} tasks/s "
             f"(goal >= {TEARDOWN_GOAL:.0f}/s: {verdict})"
         )
+        load_after = task_start.load_average()
+        print(f"load average (1/5/15 min): before {load_before}, after {load_after}")
         print(
             "BENCH_JSON "
             + json.dumps(
                 {
+                    "load_before": load_before,
+                    "load_after": load_after,
                     "p50_ms": p50,
                     "p95_ms": p95,
                     "awsvpc_extra_p50_ms": extra,

@@ -46,6 +46,7 @@ from dockyard.agent.runtime.base import (
     RuntimeError_,
     State,
 )
+from dockyard.agent.runtime.docker_config import DOCKER_BRIDGE
 from dockyard.agent.task_state import TaskState
 from dockyard.client.ecs import ApiError, ClientError, EcsClient
 from dockyard.client.sigv4 import Credentials
@@ -79,11 +80,13 @@ class AgentSettings:
     pull_behavior: PullBehavior = PullBehavior.DEFAULT
     port_range: tuple[int, int] = (61000, 65535)
     bind_address: str = "127.0.0.1"
+    bridge_network: str = DOCKER_BRIDGE  # bridge-mode tasks' Docker network
     default_stop_timeout: int = task_spec.DEFAULT_STOP_TIMEOUT
     task_cleanup_wait: float = 3600.0
     poll_wait: float = 20.0
     cgroup_root: Path | None = Path("/sys/fs/cgroup")
     report_window: float = DEFAULT_WINDOW  # seconds reports gather before they are sent
+    report_at_once: bool = False  # a Report leaves at once when none left within the window
     poll_interval: float = 0.0  # at least this long between two desired sets acted on (0: none)
     reports_on_poll: bool = True  # pending reports ride the next Poll (docs/agent-protocol.md s. 3)
     checkpoint_tasks: bool = True  # False (hollow agents): only the instance's identity is saved
@@ -151,6 +154,7 @@ class Engine:
                 on_revision=self._server_revision,
                 window=self.settings.report_window,
                 stats=self.stats,
+                at_once=self.settings.report_at_once,
             )
             self.ctx = self._context()
             self.ctx.networking = await start_networking(  # awsvpc (agent/networking/)
@@ -184,6 +188,7 @@ class Engine:
             publish=self._publish,
             allow_privileged=s.allow_privileged,
             default_stop_timeout=s.default_stop_timeout,
+            bridge_network=s.bridge_network,
         )
 
     async def register(self) -> None:
@@ -336,6 +341,8 @@ class Engine:
         if self._first_set:
             self._first_set = False
             self._stop_strays(seen)
+            if self.ctx is not None and self.ctx.networking is not None:  # awsvpc: leftovers go
+                self.ctx.networking.keep_only(answer.get("tasks") or ())
 
     def _start_runner(self, wire: dict[str, Any], desired: TaskStatus, reported_seq: int) -> None:
         assert self.ctx is not None

@@ -34,6 +34,7 @@ from dockyard.agent.runtime.base import (
     LABEL_TASK_ARN,
     ContainerRuntime,
     EventKind,
+    ImageMissing,
     Observation,
     PortBinding,
     PullError,
@@ -41,6 +42,7 @@ from dockyard.agent.runtime.base import (
     RuntimeEvent,
     State,
 )
+from dockyard.agent.runtime.docker_config import DOCKER_BRIDGE
 from dockyard.agent.task_state import ContainerPhase, ContainerState, TaskState
 from dockyard.agent.transitions import Action, next_step, stop_decision, task_health, task_status
 from dockyard.domain.task_status import HealthStatus, StopCode, TaskStatus
@@ -93,6 +95,7 @@ class RunnerContext:
     allow_privileged: bool = False
     networking: TaskNetworking | None = None  # awsvpc (agent/networking/); None: awsvpc tasks fail
     default_stop_timeout: int = task_spec.DEFAULT_STOP_TIMEOUT
+    bridge_network: str = DOCKER_BRIDGE  # the Docker network of bridge-mode tasks
     now: Callable[[], float] = time.time
 
 
@@ -244,8 +247,9 @@ class TaskRunner:
                 self._cgroup_parent = cgroups.parent(task.task_id)
             held = {c.name: _bindings_of(c) for c in task.containers.values() if c.network_bindings}
             self._plan = task_spec.port_plan(task, self.ctx.ports, held)
-            if task.definition.effective_network_mode.value == "bridge":
-                await self.ctx.runtime.ensure_network(task_spec.BRIDGE_NETWORK)
+            bridge = self.ctx.bridge_network
+            if task.definition.effective_network_mode.value == "bridge" and bridge != DOCKER_BRIDGE:
+                await self.ctx.runtime.ensure_network(bridge)  # Docker's own always exists
             needed, self._volume_sources = task_spec.volumes(task)
             for volume in needed:
                 await self.ctx.runtime.ensure_volume(volume)
@@ -259,7 +263,7 @@ class TaskRunner:
         eni = self.task.wire.get("networkInterface")
         if self.ctx.networking is None or not eni:
             raise NetworkSetupError("this container instance cannot provide the awsvpc network mode")
-        attached = await self.ctx.networking.setup(self.task.arn, eni)
+        attached = await self.ctx.networking.setup(self.task.arn, eni, adopt=self.adopt)
         self._pause = attached.pause_id
 
     async def _adopt(self) -> None:
@@ -275,7 +279,8 @@ class TaskRunner:
     async def _teardown(self) -> None:
         self.ctx.ports.release(self.task.arn)
         if self.ctx.networking is not None:
-            self.ctx.networking.teardown(self.task.arn)  # DEPROVISIONING: the interface goes
+            # DEPROVISIONING: the interface goes (a previous run's too, if this run never adopted it)
+            self.ctx.networking.teardown(self.task.arn, self.task.wire.get("networkInterface"))
         if self.ctx.cgroups is not None and self.ctx.cgroups.available:
             await self.ctx.cgroups.remove(self.task.task_id)
 
@@ -311,6 +316,7 @@ class TaskRunner:
                     volume_sources=self._volume_sources,
                     default_stop_timeout=self.ctx.default_stop_timeout,
                     pause=self._pause,
+                    bridge_network=self.ctx.bridge_network,
                 )
                 self.send(ActionDone(c.name, action, runtime_id=await runtime.create(spec)))
             elif action is Action.START:
@@ -324,6 +330,9 @@ class TaskRunner:
                 self.send(ActionDone(c.name, action, observation=await runtime.inspect(c.runtime_id)))
         except PullError as e:
             self.send(ActionDone(c.name, action, error=f"CannotPullContainerError: {e}"))
+        except ImageMissing as e:  # removed since it was checked: the next task checks again
+            self.ctx.puller.forget(c.definition.image)
+            self.send(ActionDone(c.name, action, error=f"CannotCreateContainerError: {e}"))
         except RuntimeError_ as e:
             prefix = {
                 Action.CREATE: "CannotCreateContainerError",

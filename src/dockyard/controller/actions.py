@@ -7,7 +7,8 @@
   reservation released from its instance's allocation record in the same transaction.
 - ``commit_starts``: placement through ``placement.commit.place_tasks`` (the shared seam RunTask
   uses), guarded by the service document's revision, with the service document (and its "has
-  started" event) among the transaction's puts.
+  started" event) among the transaction's puts. awsvpc services: each task's address is chosen
+  first (``placement.addresses``) and claimed (create-only) in the same transaction.
 
 Because the service document is compared *and* written in each of them, two controllers acting on
 the same decision cannot both commit: the second one's compare fails, it re-reads and re-decides.
@@ -23,11 +24,13 @@ from dataclasses import dataclass
 import orjson
 
 from dockyard.domain.container_instances import Allocation
+from dockyard.domain.ec2 import InsufficientFreeAddresses, Subnet
 from dockyard.domain.services import PropagateTags, Service
 from dockyard.domain.tags import Tag
+from dockyard.domain.task_definitions import NetworkMode
 from dockyard.domain.task_lifecycle import LOAD_BALANCERS, Merged, request_stop, stop_now
 from dockyard.domain.tasks import Task, needs, new_task
-from dockyard.placement import keys
+from dockyard.placement import addresses, keys
 from dockyard.placement.cache import ClusterCache, Entry
 from dockyard.placement.commit import PlaceOutcome, encode, place_tasks
 from dockyard.scheduler import Failure, Placement, TaskAsk
@@ -103,12 +106,13 @@ class Started:
     asked: int  # how many this transaction tried (the rest is decided again)
 
 
-def start_budget(instances: int) -> int:
-    """How many tasks fit in one transaction: a compare and a put per task, the same per instance
-    whose allocation record changes, and the service document's compare and put."""
+def start_budget(instances: int, per_task: int = OPS_PER_TASK) -> int:
+    """How many tasks fit in one transaction: a compare and a put per task (twice for awsvpc tasks:
+    their address claims), a compare and a put per instance whose allocation record changes, and
+    the service document's compare and put."""
     room = MAX_TXN_OPS - 2
-    for k in range(room // OPS_PER_TASK, 0, -1):
-        if OPS_PER_TASK * k + OPS_PER_TASK * min(k, max(instances, 1)) <= room:
+    for k in range(room // per_task, 0, -1):
+        if per_task * k + OPS_PER_TASK * min(k, max(instances, 1)) <= room:
             return k
     return 1
 
@@ -157,7 +161,15 @@ async def commit_starts(
         pinned = instance_arns.get(s.instance_id) if s.instance_id is not None else None
         asks.extend(TaskAsk(need, td.requires_attributes, instance=pinned) for _ in range(s.count))
     asks = asks[:max_tasks]
-    budget = start_budget(len(cache.instances(scope)))
+    network = service.network_configuration if td.effective_network_mode is NetworkMode.AWSVPC else None
+    subnets: list[Subnet] = []
+    groups: tuple[str, ...] = ()
+    if network is not None:  # awsvpc: every task gets an address in one of the service's subnets
+        cfg = network.get("awsvpcConfiguration") or {}
+        subnets = await addresses.read_subnets(store, scope.account, scope.region, cfg.get("subnets") or ())
+        groups = tuple(cfg.get("securityGroups") or ())
+    per_task = 2 * OPS_PER_TASK if network is not None else OPS_PER_TASK
+    budget = start_budget(len(cache.instances(scope)), per_task)
     tags = task_tags(service, starts[0])
     strategy, constraints = strategy_of(service), constraints_of(service, td)
     gates = (LOAD_BALANCERS,) if service.load_balancers else ()
@@ -167,12 +179,34 @@ async def commit_starts(
     current = service
     while offset < len(asks):
         chunk = asks[offset : offset + budget]
-        task_ids = [uuid.uuid4().hex for _ in chunk]
+        interfaces: addresses.Interfaces | None = None
+        short_of_addresses: str | None = None
+        if network is not None:
+            planned = await _plan_addresses(store, scope, subnets, groups, len(chunk), rng)
+            if isinstance(planned, str):  # no address left: say so, and try again later
+                after = events.add(
+                    current, [events.launch_failed(service.name, planned)], now, new_id, max_events
+                )
+                if after != current:
+                    await commit_service(store, key, revision, after)
+                break
+            if len(planned.addresses) < len(chunk):  # the subnet has fewer: these, then the event
+                chunk = chunk[: len(planned.addresses)]
+                short_of_addresses = f"There are not enough free addresses in subnet {planned.subnet.cidr}."
+            task_ids = [uuid.uuid4().hex for _ in chunk]
+            interfaces = addresses.Interfaces(scope, planned, tuple(task_ids))
+        else:
+            task_ids = [uuid.uuid4().hex for _ in chunk]
 
-        def build(index: int, placement: Placement, task_ids: list[str] = task_ids) -> Task:
+        def build(
+            index: int,
+            placement: Placement,
+            task_ids: list[str] = task_ids,
+            interfaces: addresses.Interfaces | None = interfaces,
+        ) -> Task:
             entry = cache.instance(scope, placement.instance_id)
             zone = entry.value.attribute_map().get("ecs.availability-zone") if entry else None
-            return new_task(
+            task = new_task(
                 region=scope.region,
                 account=scope.account,
                 cluster=scope.cluster,
@@ -189,6 +223,7 @@ async def commit_starts(
                 availability_zone=zone,
                 gates=gates,
             )
+            return task if interfaces is None else interfaces.attach(index, placement, task)
 
         written: list[tuple[Service, bytes]] = []
 
@@ -197,11 +232,18 @@ async def commit_starts(
             failed: list[Failure],
             base: Service = current,
             written: list[tuple[Service, bytes]] = written,
+            interfaces: addresses.Interfaces | None = interfaces,
+            short: str | None = short_of_addresses,
         ) -> list[Put]:
             after = _noted(base, tasks, failed, now, new_id, max_events)
+            if short is not None:
+                after = events.add(
+                    after, [events.launch_failed(service.name, short)], now, new_id, max_events
+                )
             doc = encode(after.to_document())
             written.append((after, doc))
-            return [Put(key, doc)]
+            claims = interfaces.puts(tasks) if interfaces is not None else []
+            return [Put(key, doc), *claims]
 
         outcome: PlaceOutcome = await place_tasks(
             store,
@@ -210,7 +252,7 @@ async def commit_starts(
             chunk,
             build,
             rng=rng,
-            guards=[Compare.mod_revision(key, revision)],
+            guards=[Compare.mod_revision(key, revision), *(interfaces.guards() if interfaces else ())],
             extra_puts=extra,
             group=service.group,
             strategy=strategy,
@@ -227,6 +269,8 @@ async def commit_starts(
         if outcome.failures:
             failures = outcome.failures
             break
+        if short_of_addresses is not None:
+            break
         if offset >= len(asks):
             break
         kv = await store.get(key)
@@ -234,6 +278,25 @@ async def commit_starts(
             break  # the service changed meanwhile: the next round decides again
         revision, current = kv.mod_revision, written[-1][0]
     return Started(placed, failures, offset)
+
+
+async def _plan_addresses(
+    store: StateStore,
+    scope: keys.Scope,
+    subnets: Sequence[Subnet],
+    groups: Sequence[str],
+    count: int,
+    rng: random.Random,
+) -> addresses.Planned | str:
+    """Addresses for up to ``count`` awsvpc tasks in one of ``subnets``, or why there are none."""
+    if not subnets:
+        return "none of the service's subnets exists any more"
+    try:
+        return await addresses.plan_addresses(
+            store, scope.account, scope.region, subnets, groups, count, rng, partial=True
+        )
+    except InsufficientFreeAddresses as e:
+        return str(e)
 
 
 def _noted(

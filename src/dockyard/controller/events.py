@@ -115,6 +115,11 @@ def unable_to_place(name: str, failures: Iterable[Failure]) -> str:
     return f"{head} The closest matching (container-instance {instance}) {phrase}."
 
 
+def launch_failed(name: str, error: str) -> str:
+    """A task could not be given what it needs before placement (e.g. an awsvpc address)."""
+    return f"(service {name}) failed to launch a task with (error {error})."
+
+
 def is_new(service: Service, message: str, pending: Sequence[str] = ()) -> bool:
     """Whether ``message`` is not already shown since the last steady state (nor about to be)."""
     if message in pending:

@@ -164,7 +164,7 @@ class TargetSteps:
             return await commit_task(self.store, scope, entry, deactivated(task, self.clock.time()))
         if task.last_status is TaskStatus.STOPPED and task.id not in released:
             if instance is not None:
-                await self._deregister(lbs, task, instance, keep=self._held(scope, task, instance))
+                await self._deregister(lbs, task, instance, keep=self._held(scope, task, instance, lbs))
             released.add(task.id)
         return entry
 
@@ -185,8 +185,18 @@ class TargetSteps:
         entry = self.cache.instance(scope, task.instance_id)
         return entry.value if entry is not None else None
 
-    def _held(self, scope: keys.Scope, task: Task, instance: ContainerInstance) -> frozenset[tuple[str, int]]:
-        """(ec2InstanceId, host port) pairs that other tasks of the instance, not stopped, hold now."""
+    def _held(
+        self, scope: keys.Scope, task: Task, instance: ContainerInstance, lbs: list[ServiceLoadBalancer]
+    ) -> frozenset[tuple[str, int]]:
+        """(ec2InstanceId, host port) pairs that other tasks of the instance, not stopped, hold now;
+        awsvpc: (address, port) pairs of live tasks given the stopped task's address again."""
+        if task.eni:
+            address = task.eni.get("privateIPv4Address")
+            reused = any(
+                o.id != task.id and not o.stopped and o.eni and o.eni.get("privateIPv4Address") == address
+                for o in self.cache.tasks(scope)
+            )
+            return frozenset((str(address), lb.container_port) for lb in lbs) if reused else frozenset()
         held: set[tuple[str, int]] = set()
         for other in self.cache.tasks_on(scope, task.instance_id):
             if other.id == task.id or other.stopped:

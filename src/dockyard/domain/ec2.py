@@ -149,6 +149,16 @@ def usable(cidr: str) -> range:
     return range(4, net.num_addresses - 1)
 
 
+def free_addresses(cidr: str, taken: Iterable[str]) -> int:
+    """How many addresses of ``cidr`` tasks may still get."""
+    net = ipaddress.IPv4Network(cidr)
+    offsets = usable(cidr)
+    used = {a for a in taken if ipaddress.IPv4Address(a) in net}
+    return len(offsets) - sum(
+        1 for a in used if int(ipaddress.IPv4Address(a)) - int(net.network_address) in offsets
+    )
+
+
 def pick_addresses(cidr: str, taken: Iterable[str], count: int, rng: random.Random) -> list[str]:
     """``count`` free addresses of ``cidr``, spread at random so concurrent allocators rarely collide."""
     net = ipaddress.IPv4Network(cidr)

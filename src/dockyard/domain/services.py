@@ -233,6 +233,9 @@ class Service:
     # ELBv2 target groups its tasks are registered with, as the wire has them (checked by
     # CreateService): {targetGroupArn, containerName, containerPort}
     load_balancers: tuple[Mapping[str, Any], ...] = ()
+    # awsvpc: {"awsvpcConfiguration": {subnets, securityGroups, assignPublicIp}} as CreateService
+    # checked it (the VPC's default group filled in); the controller gives each task an address
+    network_configuration: Mapping[str, Any] | None = None
 
     @property
     def group(self) -> str:
@@ -288,6 +291,7 @@ class Service:
             ("healthCheckGracePeriodSeconds", self.health_check_grace_period),
             ("clientToken", self.client_token),
             ("inactiveSince", self.inactive_since),
+            ("networkConfiguration", self.network_configuration),
         ):
             if value is not None:
                 doc[key] = value
@@ -325,6 +329,7 @@ class Service:
             steady=bool(doc.get("steady", False)),
             inactive_since=doc.get("inactiveSince"),
             load_balancers=tuple(doc.get("loadBalancers") or ()),
+            network_configuration=doc.get("networkConfiguration"),
         )
 
     def to_wire(self, counts: ServiceCounts, include_tags: bool = False) -> dict[str, Any]:
@@ -332,7 +337,10 @@ class Service:
         deployments = []
         for d in self.deployments:
             running, pending = counts.by_deployment.get(d.id, (0, 0))
-            deployments.append(d.to_wire(running, pending))
+            shown = d.to_wire(running, pending)
+            if self.network_configuration is not None:
+                shown["networkConfiguration"] = self.network_configuration
+            deployments.append(shown)
         out: dict[str, Any] = {
             "serviceArn": self.arn,
             "serviceName": self.name,
@@ -362,6 +370,7 @@ class Service:
             ("createdBy", self.created_by),
             ("roleArn", self.role_arn),
             ("healthCheckGracePeriodSeconds", self.health_check_grace_period),
+            ("networkConfiguration", self.network_configuration),
         ):
             if value is not None:
                 out[key] = value

@@ -7,7 +7,11 @@ a task of the service (bridge or host network mode, target type ``instance``)::
     Target(id=<container instance's ec2InstanceId>, port=<the task's host port for containerPort>,
            address=<the container instance's address>)
 
-``ip`` targets (the task's own address) come with the awsvpc issue.
+and for a task in awsvpc mode (target type ``ip``; no host ports: the task has its own address)::
+
+    Target(id=<the task's privateIPv4Address>, port=<containerPort>, address=<the same address>)
+
+ECS refuses an ``instance`` target group for an awsvpc service and an ``ip`` one for the others.
 """
 
 from __future__ import annotations
@@ -96,11 +100,16 @@ def task_targets(
     load_balancers: Sequence[ServiceLoadBalancer], task: Task, instance: ContainerInstance
 ) -> list[tuple[str, Target]]:
     """(target group ARN, Target) for each of the service's load balancers the task can serve now:
-    one whose container reports a network binding for the container port (PURE)."""
+    one whose container reports a network binding for the container port, or, awsvpc, the task's
+    own address and the container port (PURE)."""
     out = []
+    address = str(task.eni["privateIPv4Address"]) if task.eni else None
     for lb in load_balancers:
         container = task.container(lb.container_name)
         if container is None:
+            continue
+        if address is not None:
+            out.append((lb.target_group_arn, Target(id=address, port=lb.container_port, address=address)))
             continue
         for binding in container.network_bindings:
             if binding.get("containerPort") == lb.container_port and binding.get("hostPort"):

@@ -14,6 +14,9 @@ The bridge already carries the subnet's gateway with its /24 (or whatever) route
 from the /32 leave through the bridge and replies come back to it (the host answers ARP for its
 addresses). The host itself still connects from the gateway address, which the tasks' groups need
 not admit. Addresses are removed when their load balancer goes away and when the server stops.
+A server killed with -9 leaves its table and addresses behind: the next server to place an address
+first removes every ``dockyard_lb_<pid>`` table whose process is gone, and the addresses its rules
+name (``stale_tables``, ``placed_in``).
 Docker flushes addresses it did not set when a bridge's first container joins, and a network may be
 removed and made again: placed addresses are checked twice a second and placed again if gone.
 """
@@ -23,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiodocker
@@ -35,12 +40,68 @@ from dockyard.lb.model import SubnetAttachment
 log = logging.getLogger("dockyard.lb")
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+TABLE_PREFIX = "dockyard_lb_"
 CHECK_EVERY = 0.5  # seconds between checks that a placed address is still there
 RETRY_AFTER = 5.0  # seconds before trying again to place an address that could not be placed
 
 
 class PlacementError(Exception):
     """The address could not be put on its subnet's bridge."""
+
+
+_TABLE = re.compile(rf"^table ip ({TABLE_PREFIX}(\d+))\b", re.M)
+_PLACED = re.compile(r'ip saddr ([0-9.]+) oifname "([^"]+)" snat')
+
+
+def stale_tables(listing: str, alive: Callable[[int], bool]) -> list[str]:
+    """The ``dockyard_lb_<pid>`` tables of ``nft list tables ip`` whose server is gone (PURE)."""
+    return [m.group(1) for m in _TABLE.finditer(listing) if not alive(int(m.group(2)))]
+
+
+def placed_in(table_listing: str) -> dict[str, str]:
+    """address -> bridge of the load balancer addresses a table's rules name (PURE)."""
+    return {m.group(1): m.group(2) for m in _PLACED.finditer(table_listing)}
+
+
+def server_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running dockyard process (not one that reused a dead server's pid)."""
+    if pid == os.getpid():
+        return True
+    try:
+        return b"dockyard" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+async def _output(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await proc.communicate()
+    return out.decode(errors="replace") if proc.returncode == 0 else ""
+
+
+async def reap_stale(alive: Callable[[int], bool] = server_alive) -> list[str]:
+    """Remove what killed servers left: their nat tables and the addresses these name. The tables
+    removed (never raises: a machine without nft has nothing to remove)."""
+    removed = []
+    try:
+        for table in stale_tables(await _output("nft", "list", "tables", "ip"), alive):
+            for address, bridge in placed_in(await _output("nft", "list", "table", "ip", table)).items():
+                try:
+                    await ip("addr", "del", f"{address}/32", "dev", bridge)
+                except PlacementError as e:  # gone with its bridge already
+                    log.debug("%s", e)
+            try:
+                await nft(f"delete table ip {table}\n")
+                removed.append(table)
+            except PlacementError as e:  # another server removed it meanwhile
+                log.debug("%s", e)
+    except OSError as e:
+        log.debug("no stale load balancer state removed: %s", e)
+    if removed:
+        log.info("removed what stopped servers left: %s", ", ".join(removed))
+    return removed
 
 
 def bridge_name(network: dict[str, object]) -> str:
@@ -99,14 +160,18 @@ async def ip(*args: str) -> None:
 class SubnetAddresses:
     def __init__(self, sys_net: Path = Path("/sys/class/net"), table: str | None = None) -> None:
         self.sys_net = sys_net
-        self.table = table or f"dockyard_lb_{os.getpid()}"  # one per server process
+        self.table = table or f"{TABLE_PREFIX}{os.getpid()}"  # one per server process
         self._docker: aiodocker.Docker | None = None
         self._placed: dict[str, str] = {}  # address -> bridge device
         self._failed: dict[str, float] = {}  # address -> when placing it last failed
         self._checked: dict[str, float] = {}  # address -> when it was last seen on its bridge
+        self._reaped = False
 
     async def ensure(self, att: SubnetAttachment) -> bool:
         """Whether ``att.address`` is on its bridge now (placing it if needed; never raises)."""
+        if not self._reaped:  # before the first address: what killed servers left goes
+            self._reaped = True
+            await reap_stale()
         bridge = self._placed.get(att.address)
         if bridge is not None and await self._still_there(att.address, bridge):
             return True

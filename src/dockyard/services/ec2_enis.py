@@ -7,14 +7,13 @@ STOPPED or gone is reaped (compare-and-delete) by whoever reads the claims next.
 
 ``DockyardAgentV1.NetworkRules`` (docs/agent-protocol.md) gives an agent the ingress rules of the
 groups its tasks use, source groups resolved to the addresses of their members: tasks' interfaces
-and load balancers (each reaches targets from its own address).
+and load balancers (each reaches targets from its own address). It answers from memory
+(``ec2_membership``): agents ask 4 times a second.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +27,16 @@ from dockyard.domain.ec2 import (
     NetworkInterface,
     SecurityGroup,
     Subnet,
-    mac_address,
-    pick_addresses,
 )
 from dockyard.domain.errors import InvalidParameter
 from dockyard.lb import keys as lb_keys
+from dockyard.placement import addresses
+from dockyard.placement.addresses import Planned
 from dockyard.services import ec2_store as store
+from dockyard.services.cluster_state import cluster_cache
 from dockyard.services.context import Env, Request, RequestContext, Response
+from dockyard.services.ec2_membership import membership
 from dockyard.services.operations import operation
-from dockyard.store.base import Compare, Conflict, Delete, Put
 
 MAX_GROUPS = 5
 MAX_SUBNETS = 16
@@ -91,76 +91,17 @@ async def check_awsvpc(
     return AwsvpcChoice(tuple(subnets), tuple(dict.fromkeys(group_ids)))
 
 
-@dataclass(frozen=True)
-class Planned:
-    """Addresses chosen for the tasks of one request, claimed in the tasks' own transaction."""
-
-    subnet: Subnet
-    addresses: tuple[str, ...]
-    groups: tuple[str, ...]
-
-    def guards(self, ctx: RequestContext) -> list[Compare]:
-        return [Compare.absent(store.eni_key(ctx, self.subnet.id, a)) for a in self.addresses]
-
-    def interface(
-        self, ctx: RequestContext, index: int, task_arn: str, task_key: str, instance_arn: str
-    ) -> NetworkInterface:
-        address = self.addresses[index]
-        return NetworkInterface(
-            id="eni-" + uuid.uuid5(uuid.NAMESPACE_URL, task_arn).hex[:17],
-            subnet_id=self.subnet.id,
-            vpc_id=self.subnet.vpc_id,
-            address=address,
-            mac=mac_address(address),
-            groups=self.groups,
-            task_arn=task_arn,
-            task_key=task_key,
-            instance_arn=instance_arn,
-            zone=self.subnet.zone,
-            owner=ctx.account_id,
-        )
-
-    def put(self, ctx: RequestContext, eni: NetworkInterface) -> Put:
-        return Put(store.eni_key(ctx, eni.subnet_id, eni.address), orjson.dumps(eni.to_doc()))
-
-
 async def plan_addresses(
     env: Env, ctx: RequestContext, choice: AwsvpcChoice, count: int, rng: random.Random
 ) -> Planned:
-    subnet = rng.choice(choice.subnets)
-    taken = [e.address for e in await live_interfaces(env, ctx, subnet.id)]
-    return Planned(subnet, tuple(pick_addresses(subnet.cidr, taken, count, rng)), choice.groups)
+    return await addresses.plan_addresses(
+        env.store, ctx.account_id, ctx.region, choice.subnets, choice.groups, count, rng
+    )
 
 
 async def live_interfaces(env: Env, ctx: RequestContext, subnet_id: str = "") -> list[NetworkInterface]:
-    """Interfaces whose task has not stopped; the claims of stopped or vanished tasks are reaped."""
-    result = await env.store.list(store.eni_prefix(ctx, subnet_id))
-    live = []
-    for kv in result.kvs:
-        eni = NetworkInterface.from_doc(orjson.loads(kv.value))
-        task = await env.store.get(eni.task_key)
-        # a load balancer's interface lives as long as its document (which has no lastStatus)
-        status = orjson.loads(task.value).get("lastStatus", "ACTIVE") if task is not None else None
-        if status is None or status == "STOPPED":
-            with contextlib.suppress(Conflict):
-                await env.store.txn([Compare.mod_revision(kv.key, kv.mod_revision)], [], [Delete(kv.key)])
-            continue
-        live.append(eni)
-    return live
-
-
-async def members(env: Env, ctx: RequestContext) -> dict[str, list[str]]:
-    """Each group's member addresses: task interfaces and load balancers."""
-    out: dict[str, list[str]] = {}
-    for eni in await live_interfaces(env, ctx):
-        for g in eni.groups:
-            out.setdefault(g, []).append(eni.address)
-    lbs = await env.store.list(lb_keys.load_balancers_prefix(ctx.account_id, ctx.region))
-    for kv in lbs.kvs:
-        doc = orjson.loads(kv.value)
-        for g in doc.get("securityGroups") or ():
-            out.setdefault(g, []).append(str(doc.get("address")))
-    return out
+    """Interfaces whose task has not stopped (``placement.addresses.live_interfaces``)."""
+    return await addresses.live_interfaces(env.store, ctx.account_id, ctx.region, subnet_id)
 
 
 def resolve(group: SecurityGroup, group_members: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
@@ -197,20 +138,18 @@ async def group_users(env: Env, ctx: RequestContext, group_id: str) -> list[str]
 
 @operation("DockyardAgentV1.NetworkRules")
 async def network_rules(env: Env, ctx: RequestContext, req: Request) -> Response:
-    """The resolved ingress rules of ``securityGroups`` (an agent asks for its tasks' groups)."""
+    """The resolved ingress rules of ``securityGroups`` (an agent asks for its tasks' groups), from
+    the watch-fed membership cache (``ec2_membership``) and the cluster cache: no store read."""
     wanted = req.get("securityGroups")
     if not isinstance(wanted, list) or not all(isinstance(g, str) for g in wanted) or len(wanted) > 256:
         raise InvalidParameter("securityGroups must be a list of at most 256 group ids.")
-    group_members = await members(env, ctx)
+    cache = await membership(env)
+    group_members = cache.members(ctx.account_id, ctx.region, await cluster_cache(env, sync=False))
     out: dict[str, Any] = {}
     for gid in dict.fromkeys(wanted):
-        try:
-            found, _ = await store.group(env, ctx, gid)
-        except InvalidGroupNotFound:
-            out[gid] = []
-            continue
-        out[gid] = resolve(found, group_members)
-    return {"revision": await env.store.revision(), "groups": out}
+        found = cache.group(ctx.account_id, ctx.region, gid)
+        out[gid] = resolve(found, group_members) if found is not None else []
+    return {"revision": cache.applied_revision, "groups": out}
 
 
 def protocol_ok(protocol: str) -> str:

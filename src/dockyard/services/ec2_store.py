@@ -33,6 +33,7 @@ from dockyard.domain.ec2 import (
     Subnet,
     Vpc,
 )
+from dockyard.placement import addresses
 from dockyard.services.context import Env, RequestContext
 from dockyard.store.base import Compare, Conflict, Put
 
@@ -101,7 +102,7 @@ def vpc_key(ctx: RequestContext, vpc_id: str) -> str:
 
 
 def subnet_key(ctx: RequestContext, subnet_id: str) -> str:
-    return f"/ec2/subnets/{_scope(ctx)}{subnet_id}"
+    return addresses.subnet_key(ctx.account_id, ctx.region, subnet_id)
 
 
 def group_key(ctx: RequestContext, group_id: str) -> str:
@@ -113,11 +114,11 @@ def group_name_key(ctx: RequestContext, vpc_id: str, name: str) -> str:
 
 
 def eni_prefix(ctx: RequestContext, subnet_id: str = "") -> str:
-    return f"/ec2/enis/{_scope(ctx)}" + (f"{subnet_id}/" if subnet_id else "")
+    return addresses.eni_prefix(ctx.account_id, ctx.region, subnet_id)
 
 
 def eni_key(ctx: RequestContext, subnet_id: str, address: str) -> str:
-    return f"{eni_prefix(ctx, subnet_id)}{address}"
+    return addresses.eni_key(ctx.account_id, ctx.region, subnet_id, address)
 
 
 def prefix(kind: str, ctx: RequestContext) -> str:

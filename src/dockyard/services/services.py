@@ -14,16 +14,25 @@ starting, replacing and stopping tasks, rolling deployments, writing events.
   tasks and makes it INACTIVE, which stays describable for the retention period.
 - runningCount and pendingCount (of the service and each deployment) come from the task cache.
 
-- ``loadBalancers`` (target groups of type ``instance``, by ARN) are checked by CreateService
-  (``lb.ecs.check_service_load_balancers``: the container and port exist in the task definition, the
-  target group exists and a load balancer forwards to it) and kept on the service; the controller
+- ``loadBalancers`` (target groups by ARN: type ``instance``, or ``ip`` for awsvpc) are checked by
+  CreateService (``lb.ecs.check_service_load_balancers``: the container and port exist in the task
+  definition, the target group exists, a load balancer forwards to it and its type fits the network
+  mode) and kept on the service; the controller
   registers each task with them while ACTIVATING and drains it while DEACTIVATING. A new task
   definition must still have the container and port. Changing ``loadBalancers`` with UpdateService is
   refused (not supported yet).
 
-What Dockyard does not provide yet (service registries, Service Connect, awsvpc network
-configuration, other launch types and deployment controllers) is refused with
-``InvalidParameterException`` naming the member, never silently ignored.
+- ``networkConfiguration`` (task definitions in awsvpc mode) is checked as RunTask checks it
+  (``task_networking.service_network``: ECS's messages; subnets and groups exist and share a VPC;
+  ``assignPublicIp`` DISABLED for EC2; the VPC's default group when none is named) and kept on the
+  service; the controller gives each task it places an address in one of the subnets
+  (``placement.addresses``). UpdateService may change it (or a task definition that changes the
+  network mode needs it): a new deployment. Load balancers of such a service are target groups of
+  type ``ip`` (the task's address and container port).
+
+What Dockyard does not provide yet (service registries, Service Connect, other launch types and
+deployment controllers) is refused with ``InvalidParameterException`` naming the member, never
+silently ignored.
 """
 
 from __future__ import annotations
@@ -64,7 +73,7 @@ from dockyard.domain.services import (
     with_new_deployment,
 )
 from dockyard.domain.tags import parse_tags
-from dockyard.domain.task_definitions import TaskDefinition, TaskDefinitionStatus
+from dockyard.domain.task_definitions import NetworkMode, TaskDefinition, TaskDefinitionStatus
 from dockyard.domain.task_status import TaskStatus
 from dockyard.lb.ecs import check_service_load_balancers
 from dockyard.scheduler import parse_constraints, parse_strategies
@@ -76,6 +85,7 @@ from dockyard.services.context import Env, Request, RequestContext, Response
 from dockyard.services.operations import operation
 from dockyard.services.retry import retry_on_conflict
 from dockyard.services.task_definitions import resolve_task_definition
+from dockyard.services.task_networking import service_network
 from dockyard.store.base import Compare, Conflict, Delete, KeyValue, Put
 
 MAX_DESCRIBE = 10
@@ -93,7 +103,6 @@ _LATER = {
     "serviceConnectConfiguration": "Service Connect",
     "volumeConfigurations": "volumeConfigurations (EBS volumes)",
     "vpcLatticeConfigurations": "VPC Lattice",
-    "networkConfiguration": "networkConfiguration (awsvpc networking)",
     "capacityProviderStrategy": "capacity provider strategies",
 }
 
@@ -284,6 +293,7 @@ async def create_service(env: Env, ctx: RequestContext, req: Request) -> Respons
         **placement,
     }
     td = await _runnable(env, ctx, req["taskDefinition"])
+    options["network_configuration"] = await service_network(env, ctx, td, req.get("networkConfiguration"))
     options["load_balancers"] = await _load_balancers(env, td, req.get("loadBalancers") or [])
 
     async def attempt() -> Service:
@@ -367,12 +377,23 @@ async def update_service(env: Env, ctx: RequestContext, req: Request) -> Respons
             nxt = replace(nxt, enable_ecs_managed_tags=bool(req["enableECSManagedTags"]))
         primary = nxt.primary
         changed_td = td is not None and (primary is None or primary.task_definition_arn != td.arn)
-        if changed_td or req.get("forceNewDeployment"):
+        given_network = req.get("networkConfiguration")
+        changed_network = False
+        if changed_td or req.get("forceNewDeployment") or given_network:
             chosen = td if td is not None else (primary.task_definition if primary is not None else None)
             if chosen is None:
                 raise InvalidParameter("taskDefinition is required.")
             if changed_td:
                 await _load_balancers(env, chosen, nxt.load_balancers)
+            if changed_td or given_network:
+                kept = (
+                    nxt.network_configuration if chosen.effective_network_mode is NetworkMode.AWSVPC else None
+                )
+                network = await service_network(env, ctx, chosen, given_network or kept)
+                changed_network = network != nxt.network_configuration
+                nxt = replace(nxt, network_configuration=network)
+        if changed_td or changed_network or req.get("forceNewDeployment"):
+            assert chosen is not None
             nxt = with_new_deployment(nxt, chosen, _new_deployment_id(), now)
         if nxt != service:
             await env.store.txn([Compare.unchanged(kv, kv.key)], [Put(kv.key, _encode(nxt))])

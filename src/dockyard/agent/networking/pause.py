@@ -5,6 +5,14 @@ A pause container is ``sleep`` from the host's static busybox in an image import
 one, which is connected to its subnet's network with the server-assigned address and leaves the
 default bridge, so the task's containers (``NetworkMode: container:<pause>``) find a ready namespace.
 Teardown removes the pause container in the background (veth deletion is slow; several go at once).
+
+Restarts: a pause container carries this instance's label (``LABEL_POOL``) and, once a task took
+it, its endpoint on the task's subnet network with the task's server-assigned address, which no
+other live task has: (network name, address) identifies the task's pause container without
+relabelling (Docker cannot change a container's labels). At start, warm ones (on the default
+bridge only) and stopped ones are removed; attached ones wait to be adopted by their task's runner
+(``adopt``) until the first desired set says which tasks are still wanted (``keep_only``). The
+namespace, the task's containers in it and their nft table live on meanwhile.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import io
 import logging
 import shutil
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +50,18 @@ class Attached:
     pause_id: str
     pid: int
     address: str
+
+
+def _endpoint(settings: Mapping[str, Any], state: str) -> tuple[str, str] | None:
+    """(network name, address) of a running pause container attached to a subnet network (from
+    the container list's summary), or None: a warm one (default bridge only) or a stopped one."""
+    if state != "running":
+        return None
+    networks = (settings or {}).get("Networks") or {}
+    for name, endpoint in networks.items():
+        if name != DEFAULT_BRIDGE and (endpoint or {}).get("IPAddress"):
+            return str(name), str(endpoint["IPAddress"])
+    return None
 
 
 def _pause_tar(busybox: str) -> bytes:
@@ -87,16 +107,52 @@ class PausePool:
         self._reaper = asyncio.Semaphore(reaper_width)
         self._jobs: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._left: dict[tuple[str, str], str] = {}  # (network, address) -> a previous run's pause
 
     async def start(self) -> None:
         await self.ensure_image()
         old = await self.docker.containers.list(
             all=True, filters={"label": [f"{LABEL_POOL}={self.instance_arn}"]}
         )
-        for c in old:  # a previous run's pause containers (adopting awsvpc tasks is not done yet)
-            with contextlib.suppress(DockerError):
-                await c.delete(force=True)
+        for c in old:  # a previous run's pause containers: kept for adoption if they hold a task
+            summary = {k: c[k] for k in ("State", "NetworkSettings") if k in c}
+            held = _endpoint(summary.get("NetworkSettings") or {}, str(summary.get("State") or ""))
+            if held is not None:
+                self._left[held] = str(c.id)
+            else:
+                with contextlib.suppress(DockerError):
+                    await c.delete(force=True)
         # the pool fills on the first awsvpc task: instances that run none keep no idle containers
+
+    async def adopt(self, eni: Mapping[str, Any]) -> Attached | None:
+        """The pause container a previous run attached for ``eni``, if it still runs."""
+        address = str(eni["privateIPv4Address"])
+        cid = self._left.pop((str(eni["networkName"]), address), None)
+        if cid is None:
+            return None
+        try:
+            info = await self.docker.containers.container(cid).show()
+        except DockerError:
+            return None
+        pid = int(info["State"].get("Pid") or 0)
+        if not info["State"].get("Running") or pid <= 0:
+            self.release(cid)
+            return None
+        self._known_networks.add(str(eni["networkName"]))
+        return Attached(cid, pid, address)
+
+    def keep_only(self, enis: Iterable[Mapping[str, Any]]) -> None:
+        """Remove a previous run's pause containers that none of ``enis`` (the tasks the server
+        still lists) will adopt."""
+        wanted = {(str(e["networkName"]), str(e["privateIPv4Address"])) for e in enis}
+        for held in [h for h in self._left if h not in wanted]:
+            self.release(self._left.pop(held))
+
+    def release_left(self, eni: Mapping[str, Any]) -> None:
+        """A task that finished without adopting its interface: remove what a previous run left."""
+        cid = self._left.pop((str(eni.get("networkName")), str(eni.get("privateIPv4Address"))), None)
+        if cid is not None:
+            self.release(cid)
 
     async def close(self) -> None:
         self._closed = True  # no refills from now on; ones in flight remove what they made

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,30 +38,42 @@ class TaskNetworking:
     _tasks: dict[str, _Guarded] = field(default_factory=dict)
     _resolved: dict[str, Any] = field(default_factory=dict)
 
-    async def setup(self, task_arn: str, eni: Mapping[str, Any]) -> Attached:
+    async def setup(self, task_arn: str, eni: Mapping[str, Any], *, adopt: bool = False) -> Attached:
+        """The task's namespace with its rules: a new one, or (``adopt``, after a restart) the one
+        a previous run attached, its rules applied again."""
         groups = tuple(eni.get("securityGroups") or ())
         missing = [g for g in groups if g not in self._resolved]
         if missing:
             self._resolved.update((await self.fetch(sorted({*self._groups(), *groups})))["groups"])
         script = ruleset(task_rules(groups, self._resolved))
-        attached = await self.pool.attach(task_arn, eni, script)
+        attached = await self.pool.adopt(eni) if adopt else None
+        if attached is not None:
+            await nft_apply(attached.pid, script)
+        else:
+            attached = await self.pool.attach(task_arn, eni, script)
         self._tasks[task_arn] = _Guarded(attached, groups, script)
         return attached
 
-    def teardown(self, task_arn: str) -> None:
+    def keep_only(self, tasks: Iterable[Mapping[str, Any]]) -> None:
+        """After a restart, the first desired set: what a previous run left for other tasks goes."""
+        self.pool.keep_only(t["networkInterface"] for t in tasks if t.get("networkInterface"))
+
+    def teardown(self, task_arn: str, eni: Mapping[str, Any] | None = None) -> None:
         guarded = self._tasks.pop(task_arn, None)
         if guarded is not None:
             self.pool.release(guarded.attached.pause_id)
+        elif eni:
+            self.pool.release_left(eni)
 
     def _groups(self) -> set[str]:
         return {g for t in self._tasks.values() for g in t.groups}
 
     async def run(self) -> None:
+        """Until cancelled; then the warm pool goes, while the namespaces of running tasks stay
+        (their containers outlive the agent, which adopts them again when it restarts)."""
         try:
             await self._loop()
         finally:
-            for t in self._tasks.values():
-                self.pool.release(t.attached.pause_id)
             self._tasks.clear()
             await self.pool.close()
 
