@@ -10,7 +10,9 @@ import pytest
 
 from dockyard.agent.cgroups import OomCounters, cpu_quota_us, oom_verdict
 from dockyard.agent.checkpoint import VERSION, Checkpoint, dump_task, load_task
+from dockyard.agent.images import ImagePuller
 from dockyard.agent.ports import PortAllocator, default_range, parse_range
+from dockyard.agent.runtime.base import PullBehavior
 from dockyard.agent.runtime.docker_config import create_body, log_config
 from dockyard.agent.task_spec import container_spec, port_plan, task_from_wire, unsupported, volumes
 
@@ -107,7 +109,8 @@ def test_create_body_maps_the_container_definition():
     assert host["ReadonlyRootfs"] is True and host["ExtraHosts"] == ["db:10.0.0.5"]
     assert host["Binds"] == ["/srv/x:/data:ro", "dockyard-abc123-scratch:/vol"]
     assert host["LogConfig"] == {"Type": "json-file", "Config": {}}  # awslogs stays local
-    assert host["NetworkMode"] == "dockyard-bridge"
+    assert host["NetworkMode"] == "bridge"  # Docker's default network, as on ECS
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"bridge": {}}}
     dynamic = host["PortBindings"]["80/tcp"][0]
     assert dynamic["HostIp"] == "127.0.0.1" and 62300 <= int(dynamic["HostPort"]) <= 62310
     assert host["PortBindings"]["53/udp"] == [{"HostIp": "127.0.0.1", "HostPort": "5353"}]
@@ -122,6 +125,33 @@ def test_create_body_maps_the_container_definition():
         )
     )
     assert side["HostConfig"]["VolumesFrom"] == ["dockyard-abc123-web"]
+
+
+@pytest.mark.parametrize(
+    ("network", "host_links", "endpoint"),
+    [
+        ("bridge", ["dockyard-abc123-db:database"], {}),  # Docker's default network: legacy links
+        ("dockyard-bridge", None, {"Links": ["dockyard-abc123-db:database"]}),  # user-defined
+    ],
+)
+def test_bridge_network_and_links(network, host_links, endpoint):  # type: ignore[no-untyped-def]
+    task = task_from_wire(
+        agent_task({"name": "db", "image": "i"}, {"name": "app", "image": "i", "links": ["db:database"]})
+    )
+    body = create_body(
+        container_spec(
+            task,
+            task.containers["app"],
+            instance_arn="inst",
+            cgroup_parent=None,
+            bindings=[],
+            volume_sources={},
+            bridge_network=network,
+        )
+    )
+    assert body["HostConfig"]["NetworkMode"] == network
+    assert body["HostConfig"].get("Links") == host_links
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {network: endpoint}}
 
 
 def test_host_mode_and_overrides():
@@ -254,3 +284,33 @@ def test_checkpoint_fixture_of_every_version(tmp_path):  # type: ignore[no-untyp
             task = load_task(doc)
             assert task.containers and task.seq > 0
             assert json.loads(json.dumps(dump_task(task, doc.get("cleanupAt")))) == doc
+
+
+class _Engine:
+    """A runtime for ImagePuller: counts inspects and pulls."""
+
+    def __init__(self) -> None:
+        self.images = {"busybox"}
+        self.inspects = 0
+        self.pulls = 0
+
+    async def image_present(self, image: str) -> bool:
+        self.inspects += 1
+        return image in self.images
+
+    async def pull(self, image: str) -> None:
+        self.pulls += 1
+        self.images.add(image)
+
+
+async def test_prefer_cached_checks_an_image_once_until_a_create_finds_it_gone():
+    engine = _Engine()
+    puller = ImagePuller(engine, PullBehavior.PREFER_CACHED, set())  # type: ignore[arg-type]
+    for _ in range(3):
+        await puller.ensure("busybox")
+    assert (engine.inspects, engine.pulls) == (1, 0)
+    engine.images.clear()  # removed behind the agent's back; a create said so
+    puller.forget("busybox")
+    await puller.ensure("busybox")
+    await puller.ensure("busybox")
+    assert (engine.inspects, engine.pulls) == (2, 1)

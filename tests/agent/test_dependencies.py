@@ -76,6 +76,17 @@ def test_volumes_from_and_links_wait_for_creation(source_known, expected):  # ty
         assert _verdict(create_blocker(app, by_name(src, app))) == expected
 
 
+@pytest.mark.parametrize(
+    ("target_known", "started", "expected"),
+    [(P.CREATED, False, "wait"), (P.RUNNING, True, "ok"), (P.STOPPED, False, "never")],
+)
+def test_links_start_after_their_target(target_known, started, expected):  # type: ignore[no-untyped-def]
+    # Docker's default bridge network refuses a legacy link to a container that is not running
+    target = container("data", target_known, runtime_id="id-data", started=started)
+    app = container("app", P.CREATED, links=["data:db"])
+    assert _verdict(start_blocker(app, by_name(target, app))) == expected
+
+
 def test_source_that_stopped_without_creation_never_holds():
     src = container("data", P.STOPPED, runtime_id="")
     src.runtime_id = None

@@ -10,11 +10,15 @@ import json
 import subprocess
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
-from dockyard.agent.cgroups import OOM_REASON
+import pytest
 
-from .conftest import needs_docker
+from dockyard.agent.cgroups import OOM_REASON
+from dockyard.agent.runtime.base import LABEL_CLUSTER, ContainerSpec, ImageMissing
+
+from .conftest import needs_docker, remove_labelled
 from .harness import busybox, start_agent, until
 
 pytestmark = needs_docker
@@ -197,9 +201,66 @@ async def test_bridge_ports_reachable_on_loopback(fake, docker_rt, tmp_path):  #
         body = await until(lambda: _try(fetch), what="httpd answers")
         assert body == "ok"
         net = inspect(fake.container(arn, "web")["runtimeId"])["HostConfig"]["NetworkMode"]
-        assert net == "dockyard-bridge"
+        assert net == "bridge"  # Docker's default network, as on ECS (--bridge-network changes it)
     finally:
         await agent.crash()
+
+
+async def test_links_on_dockers_default_bridge(fake, docker_rt, tmp_path):  # type: ignore[no-untyped-def]
+    agent = await start_agent(fake, docker_rt, tmp_path / "a")
+    try:
+        arn = await fake.run_task(
+            busybox(
+                {"name": "db", "command": ["sleep", "60"]},
+                {
+                    "name": "app",
+                    "essential": False,
+                    "links": ["db:database"],
+                    "command": ["sh", "-c", "grep -q database /etc/hosts && ping -c 1 -W 5 database"],
+                },
+            ),
+            agent.arn,
+        )
+        await until(
+            lambda: fake.container(arn, "app").get("status") == "STOPPED",
+            timeout=30,
+            what="app exited",
+        )
+        app = fake.container(arn, "app")
+        assert app.get("exitCode") == 0, app
+        assert inspect(app["runtimeId"])["HostConfig"]["Links"]
+    finally:
+        await agent.crash()
+
+
+async def test_a_user_defined_bridge_network_on_request(fake, docker_rt, tmp_path):  # type: ignore[no-untyped-def]
+    network = f"dockyard-test-{uuid.uuid4().hex[:8]}"
+    agent = await start_agent(fake, docker_rt, tmp_path / "a", bridge_network=network)
+    try:
+        arns = [
+            await fake.run_task(busybox({"name": "web", "command": ["sleep", "60"]}), agent.arn)
+            for _ in range(3)
+        ]
+        for arn in arns:
+            await running(fake, arn)
+            assert inspect(fake.container(arn, "web")["runtimeId"])["HostConfig"]["NetworkMode"] == network
+        found = subprocess.run(
+            ["docker", "network", "ls", "-q", "--filter", f"name=^{network}$"], capture_output=True, text=True
+        ).stdout.split()
+        assert len(found) == 1  # created once, not once per task
+        # removed behind the agent's back: the next create makes it again
+        for arn in arns:
+            await fake.stop_task(arn)
+            await stopped(fake, arn)
+        remove_labelled(f"{LABEL_CLUSTER}={fake.cluster_arn}")
+        subprocess.run(["docker", "network", "rm", network], capture_output=True, check=True, timeout=60)
+        arn = await fake.run_task(busybox({"name": "web", "command": ["sleep", "60"]}), agent.arn)
+        await running(fake, arn)
+        assert inspect(fake.container(arn, "web")["runtimeId"])["HostConfig"]["NetworkMode"] == network
+    finally:
+        await agent.crash()
+        remove_labelled(f"{LABEL_CLUSTER}={fake.cluster_arn}")
+        subprocess.run(["docker", "network", "rm", network], capture_output=True, timeout=60)
 
 
 def _try(fn):  # type: ignore[no-untyped-def]
@@ -316,3 +377,11 @@ async def test_container_definition_applied(fake, docker_rt, tmp_path):  # type:
         assert info["Config"]["Labels"]["team"] == "blue" and info["HostConfig"]["CapDrop"] == ["NET_RAW"]
     finally:
         await agent.crash()
+
+
+async def test_a_create_without_its_image_says_so(docker_rt):  # type: ignore[no-untyped-def]
+    spec = ContainerSpec(
+        name=f"dockyard-test-{uuid.uuid4().hex[:8]}", image="dockyard/absent:never", labels={}, definition={}
+    )
+    with pytest.raises(ImageMissing):
+        await docker_rt.create(spec)

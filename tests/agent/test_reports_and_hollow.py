@@ -120,6 +120,36 @@ async def test_reporter_hands_failed_reports_back_unless_superseded() -> None:
     assert seen == [("a", 2, False)]
 
 
+class _Recording:
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    async def report(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.batches.append([r["taskArn"] for r in body["reports"]])
+        return {"results": [{"taskArn": r["taskArn"], "accepted": True} for r in body["reports"]]}
+
+
+@pytest.mark.parametrize("at_once", [True, False])
+async def test_a_report_leaves_at_once_and_later_ones_coalesce(at_once: bool) -> None:
+    client = _Recording()
+    reporter = Reporter(client, cluster_arn="c", instance_arn="i", window=60.0, at_once=at_once)  # type: ignore[arg-type]
+    job = asyncio.create_task(reporter.run())
+    try:
+        reporter.submit({"taskArn": "a", "seq": 1})
+        if at_once:  # the first report does not wait the (minute-long) window
+            await until(lambda: client.batches == [["a"]], what="the first report sent")
+        reporter.submit({"taskArn": "b", "seq": 1})
+        reporter.submit({"taskArn": "c", "seq": 1})
+        for _ in range(20):
+            await asyncio.sleep(0)
+        # within a window of the last Report (or of the first pending one) the rest wait together
+        assert client.batches == ([["a"]] if at_once else [])
+        assert reporter.pending == (2 if at_once else 3)
+    finally:
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+
+
 async def test_hollow_agents_run_n_instances_in_one_process(fake, tmp_path):  # type: ignore[no-untyped-def]
     template = settings(fake.endpoint, tmp_path / "hollow")
     hollow = HollowAgents(template, 6, zones=["az-a", "az-b", "az-c"], delays=Delays(start=0.01))

@@ -1,6 +1,8 @@
 """PURE: the order of a task's containers, from ``dependsOn``, ``volumesFrom`` and ``links``.
 
-Starting (``start_blocker``): a container starts once each ``dependsOn`` condition holds::
+Starting (``start_blocker``): a container starts once each ``dependsOn`` condition holds, and
+after the containers it ``links`` to have started (Docker refuses to start a container whose
+legacy link, on its default ``bridge`` network, names one that is not running)::
 
     START     the dependency has been started (RUNNING, or STOPPED after running)
     COMPLETE  the dependency ran and exited (any exit code)
@@ -34,11 +36,14 @@ class Blocker:
     never: bool = False  # True: the condition can no longer hold
 
 
+def _link_names(definition: ContainerDefinition) -> list[str]:
+    return [n for n in (str(link).split(":", 1)[0] for link in definition.wire.get("links") or ()) if n]
+
+
 def _source_names(definition: ContainerDefinition) -> list[str]:
     """Containers this one must be created after: volumesFrom sources and links."""
     names = [str(v.get("sourceContainer") or "") for v in definition.wire.get("volumesFrom") or ()]
-    names += [str(link).split(":", 1)[0] for link in definition.wire.get("links") or ()]
-    return [n for n in names if n]
+    return [n for n in names if n] + _link_names(definition)
 
 
 def depends_on_names(definition: ContainerDefinition) -> list[str]:
@@ -80,12 +85,15 @@ def _condition(dep: ContainerState, condition: str) -> Blocker | None:
 
 
 def start_blocker(container: ContainerState, containers: Mapping[str, ContainerState]) -> Blocker | None:
-    """The first ``dependsOn`` condition of ``container`` that does not hold, or None."""
-    for dep in container.definition.depends_on:
-        other = containers.get(dep.container_name)
+    """The first ``dependsOn`` condition (or link target start) of ``container`` that does not hold,
+    or None."""
+    conditions = [(d.container_name, d.condition) for d in container.definition.depends_on]
+    conditions += [(name, DependencyCondition.START.value) for name in _link_names(container.definition)]
+    for name, condition in conditions:
+        other = containers.get(name)
         if other is None:
-            return Blocker(dep.container_name, f"dependency {dep.container_name} is not in the task", True)
-        blocker = _condition(other, dep.condition)
+            return Blocker(name, f"dependency {name} is not in the task", True)
+        blocker = _condition(other, condition)
         if blocker is not None:
             return blocker
     return None

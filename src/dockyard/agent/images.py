@@ -6,7 +6,10 @@
     prefer-cached  use the cached image; pull only when there is none
 
 A failure is ``PullError``; the runner reports it as ``CannotPullContainerError: <message>``.
-Concurrent requests for one image share one pull (a burst of 50 tasks costs one).
+Concurrent requests for one image share one pull (a burst of 50 tasks costs one). Like ECS's agent,
+which keeps its own record of the images on the host, an image seen present is not inspected again
+for ``prefer-cached`` and ``once``; a create that finds it gone (``ImageMissing``) makes the runner
+``forget`` it, so the next task checks (and pulls) again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class ImagePuller:
         self.behavior = behavior
         self.pulled = pulled  # images this agent pulled (checkpointed, for "once")
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._present: set[str] = set()  # seen on the engine (prefer-cached, once: no inspect)
 
     async def ensure(self, image: str) -> None:
         fut = self._inflight.get(image)
@@ -31,11 +35,20 @@ class ImagePuller:
             fut.add_done_callback(lambda _: self._inflight.pop(image, None))
         await asyncio.shield(fut)
 
+    def forget(self, image: str) -> None:
+        """The image is gone from the engine (a create said so)."""
+        self._present.discard(image)
+
+    async def _cached(self, image: str) -> bool:
+        if image not in self._present and await self.runtime.image_present(image):
+            self._present.add(image)
+        return image in self._present
+
     async def _get(self, image: str) -> None:
         behavior = self.behavior
-        if behavior is PullBehavior.PREFER_CACHED and await self.runtime.image_present(image):
+        if behavior is PullBehavior.PREFER_CACHED and await self._cached(image):
             return
-        if behavior is PullBehavior.ONCE and image in self.pulled and await self.runtime.image_present(image):
+        if behavior is PullBehavior.ONCE and image in self.pulled and await self._cached(image):
             return
         try:
             await self.runtime.pull(image)
@@ -44,3 +57,4 @@ class ImagePuller:
                 return
             raise
         self.pulled.add(image)
+        self._present.add(image)

@@ -7,8 +7,11 @@ Reports leave in one of two ways (docs/agent-protocol.md section 3):
 - riding the engine's next ``Poll`` (``take`` before the poll, ``settle`` with its answer): after
   a desired-set answer the engine waits the report window before polling again (``hold``), so the
   reports its runners publish meanwhile go with that poll and cost no request of their own;
-- in a ``Report`` of their own, sent by ``Reporter.run`` once the first pending report has waited
-  ``window`` seconds while no poll is about to carry them (a long-poll is outstanding).
+- in a ``Report`` of their own, sent by ``Reporter.run`` while no poll is about to carry them (a
+  long-poll is outstanding): with ``at_once`` (the real agent), at once when the last Report left
+  at least ``window`` seconds ago, else when it is ``window`` old (so under load reports coalesce,
+  one call per window and one in flight at a time); without it (hollow agents at scale), once the
+  first pending report has waited ``window`` seconds.
 
 A failed send hands its reports back (unless a newer snapshot of the task is pending) and is
 retried with backoff. ``on_result(task_arn, seq, accepted)`` learns what the server did;
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +102,7 @@ class Reporter:
         max_batch: int = MAX_BATCH,
         window: float = DEFAULT_WINDOW,
         stats: ReportStats | None = None,
+        at_once: bool = False,
     ) -> None:
         self.client = client
         self.cluster_arn = cluster_arn
@@ -106,6 +111,7 @@ class Reporter:
         self.on_revision = on_revision
         self.max_batch = max_batch
         self.window = window
+        self.at_once = at_once
         self.stats = stats if stats is not None else ReportStats()
         self._pending: dict[str, dict[str, Any]] = {}
         self._sending = 0  # batches taken and not yet settled
@@ -183,12 +189,18 @@ class Reporter:
 
     async def run(self) -> None:
         backoff = 0.2
+        loop = asyncio.get_running_loop()
+        last_sent = -math.inf
         while True:
             await self._wake.wait()
-            if self.window > 0:
-                await asyncio.sleep(self.window)  # gather what else is published meanwhile
+            # at once: gather only what is published within a window of the last Report; else what
+            # is published within a window of the first pending report
+            delay = last_sent + self.window - loop.time() if self.at_once else self.window
+            if delay > 0:
+                await asyncio.sleep(delay)
             if self._holds or not self._pending:
                 continue  # a poll carries them (or is about to)
+            last_sent = loop.time()
             batch = self.take()
             try:
                 answer = await self.client.report(

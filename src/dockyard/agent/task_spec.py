@@ -27,13 +27,15 @@ from dockyard.agent.runtime.base import (
     PortBinding,
     VolumeSpec,
 )
-from dockyard.agent.runtime.docker_config import LOCAL_LOG_DRIVERS
+from dockyard.agent.runtime.docker_config import DOCKER_BRIDGE, LOCAL_LOG_DRIVERS
 from dockyard.agent.task_state import ContainerState, TaskState
 from dockyard.domain.task_definitions import ContainerDefinition, TaskDefinition
 from dockyard.domain.task_status import TaskStatus
 
 DEFAULT_STOP_TIMEOUT = 30
 MAX_STOP_TIMEOUT = 120
+# bridge mode joins Docker's default ``bridge`` network (DOCKER_BRIDGE) unless the agent runs with
+# --bridge-network NAME (e.g. BRIDGE_NETWORK): a user-defined network, with Docker's embedded DNS
 BRIDGE_NETWORK = "dockyard-bridge"
 RESOURCE_INIT = "ResourceInitializationError: "
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
@@ -230,6 +232,7 @@ def container_spec(
     volume_sources: Mapping[str, tuple[str, bool]],
     default_stop_timeout: int = DEFAULT_STOP_TIMEOUT,
     pause: str | None = None,
+    bridge_network: str = DOCKER_BRIDGE,
 ) -> ContainerSpec:
     d = container.definition.wire
     mode = task.definition.effective_network_mode.value
@@ -257,7 +260,7 @@ def container_spec(
         labels=labels(task, container, instance_arn, timeout),
         definition=d,
         network_mode=mode,
-        network=BRIDGE_NETWORK if mode == "bridge" else pause if mode == "awsvpc" else None,
+        network=bridge_network if mode == "bridge" else pause if mode == "awsvpc" else None,
         cgroup_parent=cgroup_parent,
         port_bindings=tuple(bindings) if mode == "bridge" else (),
         binds=tuple(binds),

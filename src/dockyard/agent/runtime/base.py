@@ -43,6 +43,10 @@ class CreateError(RuntimeError_):
     pass
 
 
+class ImageMissing(CreateError):
+    """The create failed because the image is not (or no longer) on the engine."""
+
+
 class StartError(RuntimeError_):
     pass
 

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from dockyard.agent.runtime.base import (
     ContainerSpec,
     CreateError,
     EventKind,
+    ImageMissing,
     Observation,
     PortBinding,
     PullError,
@@ -35,6 +37,7 @@ from dockyard.agent.runtime.docker_config import create_body
 
 log = logging.getLogger("dockyard.agent.docker")
 
+_NETWORK_NOT_FOUND = re.compile(r"network (\S+) not found")
 _EVENTS = {"start": EventKind.START, "die": EventKind.DIE, "oom": EventKind.OOM, "destroy": EventKind.DESTROY}
 
 
@@ -90,10 +93,18 @@ def _message(e: DockerError) -> str:
     return str(e.message.get("message") if isinstance(e.message, dict) else e.message)
 
 
+def _create_error(e: DockerError) -> CreateError:
+    message = _message(e)
+    if e.status == 404 and "no such image" in message.lower():
+        return ImageMissing(message)
+    return CreateError(message)
+
+
 class DockerRuntime:
     def __init__(self, url: str | None = None) -> None:
         self._docker = aiodocker.Docker(url=url)
         self._network_locks: dict[str, asyncio.Lock] = {}
+        self._networks: set[str] = set()  # known to exist: a burst checks its network once
 
     @property
     def client(self) -> aiodocker.Docker:
@@ -129,9 +140,15 @@ class DockerRuntime:
 
     async def ensure_network(self, name: str) -> None:
         """Create the network if missing. Serialised per name: concurrent creates on Docker 20.10 can
-        make duplicates despite CheckDuplicate, after which every container create fails as ambiguous."""
+        make duplicates despite CheckDuplicate, after which every container create fails as ambiguous.
+        Checked once: a network removed behind the agent's back is made again when a create or start
+        fails for want of it (``_lost_network``)."""
+        if name in self._networks:
+            return
         async with self._network_locks.setdefault(name, asyncio.Lock()):
-            await self._ensure_network(name)
+            if name not in self._networks:
+                await self._ensure_network(name)
+                self._networks.add(name)
 
     async def _ensure_network(self, name: str) -> None:
         try:
@@ -179,6 +196,19 @@ class DockerRuntime:
 
     async def create(self, spec: ContainerSpec) -> str:
         try:
+            return await self._create(spec)
+        except DockerError as e:
+            lost = self._lost_network(e)
+            if lost is None:
+                raise _create_error(e) from e
+        await self.ensure_network(lost)
+        try:
+            return await self._create(spec)
+        except DockerError as e:
+            raise _create_error(e) from e
+
+    async def _create(self, spec: ContainerSpec) -> str:
+        try:
             container = await self._docker.containers.create(create_body(spec), name=spec.name)
             return str(container.id)
         except DockerError as e:
@@ -186,15 +216,36 @@ class DockerRuntime:
                 existing = await self.inspect(spec.name)
                 if existing is not None:
                     return existing.id
-            raise CreateError(_message(e)) from e
+            raise
 
     async def start(self, container_id: str) -> None:
         try:
+            return await self._start(container_id)
+        except DockerError as e:
+            lost = self._lost_network(e)
+            if lost is None:
+                raise StartError(_message(e)) from e
+        await self.ensure_network(lost)  # Docker finds a missing network only at start
+        try:
+            await self._start(container_id)
+        except DockerError as e:
+            raise StartError(_message(e)) from e
+
+    async def _start(self, container_id: str) -> None:
+        try:
             await self._docker.containers.container(container_id).start()
         except DockerError as e:
-            if e.status == 304:  # already started
-                return
-            raise StartError(_message(e)) from e
+            if e.status != 304:  # already started
+                raise
+
+    def _lost_network(self, e: DockerError) -> str | None:
+        """A network this runtime ensured that has been removed behind its back (forgotten now)."""
+        found = _NETWORK_NOT_FOUND.search(_message(e)) if e.status == 404 else None
+        name = found.group(1) if found else None
+        if name is None or name not in self._networks:
+            return None
+        self._networks.discard(name)
+        return name
 
     async def stop(self, container_id: str, timeout: int) -> None:
         try:

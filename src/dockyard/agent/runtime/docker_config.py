@@ -13,6 +13,8 @@ of Docker's ``POST /containers/create``.
     linuxParameters                    Init, CapAdd/CapDrop, ShmSize, Tmpfs, Devices, swap
     readonlyRootFilesystem, privileged ReadonlyRootfs, Privileged
     extraHosts, dnsServers, ...        ExtraHosts ["host:ip"], Dns, DnsSearch
+    links                              HostConfig.Links on Docker's default ``bridge``; endpoint
+                                       Links on a user-defined network
     logConfiguration                   LogConfig (awslogs is kept local: json-file)
 """
 
@@ -26,6 +28,7 @@ MIB = 1024 * 1024
 NS = 1_000_000_000
 MIN_CPU_SHARES = 2
 LOCAL_LOG_DRIVERS = frozenset({"json-file", "local", "none", "journald"})
+DOCKER_BRIDGE = "bridge"  # Docker's default network, where links go in HostConfig.Links
 
 
 def cpu_shares(cpu: Any) -> int:
@@ -167,10 +170,12 @@ def create_body(spec: ContainerSpec) -> dict[str, Any]:
     elif spec.network_mode == "none":
         host["NetworkMode"] = "none"
     else:
-        network = spec.network or "bridge"
+        network = spec.network or DOCKER_BRIDGE
         host["NetworkMode"] = network
         endpoint: dict[str, Any] = {}
-        if spec.links:
+        if spec.links and network == DOCKER_BRIDGE:  # Docker's default network: legacy links
+            host["Links"] = list(spec.links)
+        elif spec.links:  # a user-defined network: links are endpoint aliases
             endpoint["Links"] = list(spec.links)
         body["NetworkingConfig"] = {"EndpointsConfig": {network: endpoint}}
         if spec.port_bindings:
