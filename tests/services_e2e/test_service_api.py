@@ -281,6 +281,45 @@ def test_update_makes_deployments_and_delete_drains_to_inactive(ecs, cluster, ag
     assert again["status"] == "ACTIVE"  # the name of an INACTIVE service can be used again
 
 
+def test_a_users_task_in_the_services_group_is_not_the_services(ecs, cluster, agent, unique):  # type: ignore[no-untyped-def]
+    """Membership is who started the task, not its group: a RunTask naming group "service:web" neither
+    counts toward service web nor is scaled in by it, and ListTasks(serviceName) leaves it out."""
+    arn = td(ecs, unique)
+    ecs.create_service(cluster=cluster, serviceName="web", taskDefinition=arn, desiredCount=1)
+    [own] = wait_until(lambda: run_all(agent), what="the service's task to run")
+    wait_until(
+        lambda: describe_service(ecs, cluster, "web")["deployments"][0]["rolloutState"] == "COMPLETED",
+        what="the deployment to complete",
+    )
+    [stray] = ecs.run_task(cluster=cluster, taskDefinition=arn, group="service:web", startedBy="alice")[
+        "tasks"
+    ]
+    assert stray["group"] == "service:web"
+    agent.say(stray["taskArn"], "RUNNING")
+
+    def settled() -> bool:
+        service = describe_service(ecs, cluster, "web")
+        return bool(service["runningCount"] == 1 and service["pendingCount"] == 0)
+
+    wait_until(settled, what="runningCount to settle at 1")
+    listed = ecs.list_tasks(cluster=cluster, serviceName="web")["taskArns"]
+    assert listed == [own]
+    described = ecs.describe_tasks(cluster=cluster, tasks=[stray["taskArn"], own])["tasks"]
+    assert {t["taskArn"]: t["desiredStatus"] for t in described} == {
+        stray["taskArn"]: "RUNNING",
+        own: "RUNNING",
+    }
+    ecs.update_service(cluster=cluster, service="web", desiredCount=0)
+    wait_until(
+        lambda: ecs.describe_tasks(cluster=cluster, tasks=[own])["tasks"][0]["desiredStatus"] == "STOPPED",
+        what="scale-in to stop the service's own task",
+    )
+    assert (
+        ecs.describe_tasks(cluster=cluster, tasks=[stray["taskArn"]])["tasks"][0]["desiredStatus"]
+        == "RUNNING"
+    )
+
+
 def test_no_room_is_an_event_with_the_reason(ecs, cluster, server, unique):  # type: ignore[no-untyped-def]
     arn = td(ecs, unique, memory=4096)
     ecs.create_service(cluster=cluster, serviceName="big", taskDefinition=arn, desiredCount=1)

@@ -74,6 +74,7 @@ class AgentSettings:
     cpu_units: int | None = None
     memory_mib: int | None = None
     memory_reserve_mib: int = 256
+    awsvpc_tasks: int | None = None  # the ENI resource: awsvpc tasks this instance takes
     attributes: dict[str, str] = field(default_factory=dict)
     availability_zone: str | None = None
     allow_privileged: bool = False
@@ -206,6 +207,7 @@ class Engine:
             cpu_units=s.cpu_units,
             memory_mib=s.memory_mib,
             memory_reserve_mib=s.memory_reserve_mib,
+            awsvpc_tasks=s.awsvpc_tasks,
             availability_zone=s.availability_zone,
             attributes=s.attributes,
             address=s.bind_address,

@@ -71,6 +71,7 @@ class HostFacts:
     cpu_units: int | None = None
     memory_mib: int | None = None
     memory_reserve_mib: int = 256
+    awsvpc_tasks: int | None = None  # the ENI resource (the server's default when None)
     availability_zone: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
     address: str = "127.0.0.1"
@@ -82,12 +83,15 @@ class HostFacts:
         memory = self.memory_mib
         if memory is None:
             memory = max(0, host_memory_mib() - self.memory_reserve_mib)
-        return [
+        out: list[dict[str, Any]] = [
             {"name": "CPU", "type": "INTEGER", "integerValue": cpu},
             {"name": "MEMORY", "type": "INTEGER", "integerValue": memory},
             {"name": "PORTS", "type": "STRINGSET", "stringSetValue": list(RESERVED_PORTS)},
             {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []},
         ]
+        if self.awsvpc_tasks is not None:
+            out.append({"name": "ENI", "type": "INTEGER", "integerValue": self.awsvpc_tasks})
+        return out
 
     def attribute_list(self) -> list[dict[str, str]]:
         attrs: dict[str, str | None] = {"ecs.os-type": "linux", "ecs.cpu-architecture": cpu_architecture()}

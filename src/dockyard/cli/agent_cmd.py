@@ -36,6 +36,9 @@ def agent(
     memory_reserve_mib: int = typer.Option(
         256, help="Memory kept back from tasks when --memory-mib is unset."
     ),
+    awsvpc_tasks: int | None = typer.Option(
+        None, min=0, help="awsvpc tasks this instance takes (the ENI resource; default 16)."
+    ),
     attribute: list[str] = typer.Option([], help="A custom attribute key=value (repeatable)."),
     availability_zone: str | None = typer.Option(None, help="The ecs.availability-zone attribute."),
     region: str | None = typer.Option(None, help="Signing region (default: AWS_REGION, profile, us-east-1)."),
@@ -121,6 +124,7 @@ def agent(
         cpu_units=cpu_units,
         memory_mib=memory_mib,
         memory_reserve_mib=memory_reserve_mib,
+        awsvpc_tasks=awsvpc_tasks,
         attributes=attrs,
         availability_zone=availability_zone,
         allow_privileged=allow_privileged,

@@ -33,6 +33,11 @@ def up(
     cluster: str = typer.Option("default", help="The cluster the local agent joins (created if missing)."),
     region: str = typer.Option("us-east-1", help="The region of the credentials profile."),
     account_id: str = typer.Option("000000000000", help="The AWS account id resources belong to."),
+    image_pull_behavior: str = typer.Option(
+        "prefer-cached",
+        help="The local agent's image pull behaviour. prefer-cached (here) runs images this machine has "
+        "without asking a registry; ECS's own default, `default`, pulls first.",
+    ),
     agent_arg: list[str] = typer.Option([], help="An extra argument for the agent (repeatable)."),
     log_level: str = typer.Option("info", help="Log level."),
 ) -> None:
@@ -85,6 +90,8 @@ def up(
                 str(state_dir / "agent"),
                 "--log-level",
                 log_level,
+                "--image-pull-behavior",
+                image_pull_behavior,
                 *agent_arg,
             ],
             env=agent_env,

@@ -154,6 +154,9 @@ class Task:
     # until the controller has done it: ``task_lifecycle.LOAD_BALANCERS`` (register/drain targets)
     gates: tuple[str, ...] = ()
     eni: Mapping[str, Any] | None = None  # awsvpc: the task's interface (domain/task_eni.py)
+    # the service whose controller started it. Membership is this, never ``group``: a user's RunTask
+    # may name any group, including "service:NAME", without joining (or being scaled in by) it
+    service: str | None = None
 
     @property
     def family(self) -> str:
@@ -198,6 +201,7 @@ class Task:
             ("stopCode", self.stop_code),
             ("stoppedReason", self.stopped_reason),
             ("availabilityZone", self.availability_zone),
+            ("service", self.service),
         ):
             if value is not None:
                 doc[key] = value
@@ -240,6 +244,7 @@ class Task:
             availability_zone=doc.get("availabilityZone"),
             gates=tuple(doc.get("gates") or ()),
             eni=doc.get("eni"),
+            service=doc.get("service", _legacy_service(doc)),
             **{attr: doc.get(wire_name) for wire_name, attr in _TIMES},
         )
 
@@ -284,6 +289,14 @@ class Task:
             for c in out["containers"]:
                 c["networkInterfaces"] = task_eni.container_interfaces(self.eni)
         return out
+
+
+def _legacy_service(doc: Mapping[str, Any]) -> str | None:
+    """Documents written before ``service`` existed: a controller's task (started by a deployment)."""
+    group, started_by = str(doc.get("group", "")), str(doc.get("startedBy", ""))
+    if group.startswith("service:") and started_by.startswith("ecs-svc/"):
+        return group.removeprefix("service:")
+    return None
 
 
 def _overrides_wire(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -397,6 +410,7 @@ def new_task(
     now: float,
     availability_zone: str | None = None,
     gates: tuple[str, ...] = (),
+    service: str | None = None,
 ) -> Task:
     """A task just placed on ``instance_arn``: PROVISIONING, desired RUNNING."""
     task_cpu, task_memory = task_size(td, overrides)
@@ -433,4 +447,5 @@ def new_task(
         tags=tags,
         availability_zone=availability_zone,
         gates=gates,
+        service=service,
     )
