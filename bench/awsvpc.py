@@ -86,13 +86,25 @@ def run(ecs: Any, td: str, count: int, network: dict[str, Any] | None) -> list[s
     return [t["taskArn"] for t in resp["tasks"]]
 
 
-def timed_start(ecs: Any, td: str, network: dict[str, Any] | None, poll_s: float) -> float:
-    t0 = time.monotonic()
+def timed_start(
+    ecs: Any, td: str, network: dict[str, Any] | None, poll_s: float
+) -> tuple[float, dict[str, float]]:
+    """Milliseconds from RunTask until DescribeTasks shows RUNNING, and where they went
+    (``task_start.task_phases``: from the task's own timestamps, all on this machine's clock)."""
+    t0_wall, t0 = time.time(), time.perf_counter()
     arns = run(ecs, td, 1, network)
-    t1 = wait_status(ecs, arns, "RUNNING", poll_s)
+    ret = time.perf_counter()
+    seen, tasks = task_start.wait_running(ecs, arns, poll_s)
+    elapsed = seen[arns[0]] - t0
+    phases = task_start.task_phases(t0_wall, t0_wall + (ret - t0), t0_wall + elapsed, tasks[arns[0]])
     ecs.stop_task(cluster=CLUSTER, task=arns[0])
     wait_status(ecs, arns, "STOPPED", poll_s)
-    return (t1 - t0) * 1000
+    return elapsed * 1000, phases
+
+
+def median_of(phases: list[dict[str, float]], key: str) -> float:
+    values = [p[key] for p in phases if key in p]
+    return statistics.median(values) * 1000 if values else float("nan")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -134,13 +146,16 @@ def main() -> int:
         subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"][0]
         network = {"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "assignPublicIp": "DISABLED"}}
 
-        for _ in range(args.warmup):
+        for _ in range(args.warmup):  # the awsvpc rounds also fill the warm pause-container pool
             timed_start(ecs, bridge, None, poll_s)
             timed_start(ecs, awsvpc, network, poll_s)
         times: dict[str, list[float]] = {"bridge": [], "awsvpc": []}
+        phases: dict[str, list[dict[str, float]]] = {"bridge": [], "awsvpc": []}
         for _ in range(args.tasks):
-            times["bridge"].append(timed_start(ecs, bridge, None, poll_s))
-            times["awsvpc"].append(timed_start(ecs, awsvpc, network, poll_s))
+            for mode, td, net in (("bridge", bridge, None), ("awsvpc", awsvpc, network)):
+                elapsed, where = timed_start(ecs, td, net, poll_s)
+                times[mode].append(elapsed)
+                phases[mode].append(where)
 
         p50 = {k: statistics.median(v) for k, v in times.items()}
         p95 = {k: pct(v, 0.95) for k, v in times.items()}
@@ -150,7 +165,15 @@ def main() -> int:
             print(f"{k:10} {p50[k]:8.0f} {p95[k]:8.0f}")
         verdict = "met" if extra <= START_GOAL_MS else "MISSED"
         goal = f"goal <= +{START_GOAL_MS:.0f} ms: {verdict}"
-        print(f"awsvpc start: +{extra:.0f} ms at p50 ({goal})", flush=True)
+        print(f"awsvpc start: {extra:+.0f} ms at p50 ({goal})", flush=True)
+        breakdown = {
+            mode: {k: median_of(phases[mode], k) for k, _ in task_start.PHASES}
+            for mode in ("bridge", "awsvpc")
+        }
+        print("where the time goes (p50 ms per phase; awsvpc's interface is set up in to_agent):")
+        print(f"  {'':66} {'bridge':>6} {'awsvpc':>6}")
+        for k, text in task_start.PHASES:
+            print(f"  {text:66} {breakdown['bridge'][k]:6.0f} {breakdown['awsvpc'][k]:6.0f}")
         arns: list[str] = []
         for i in range(0, args.teardown, 10):
             arns += run(ecs, awsvpc, min(10, args.teardown - i), network)
@@ -177,6 +200,7 @@ def main() -> int:
                     "p50_ms": p50,
                     "p95_ms": p95,
                     "awsvpc_extra_p50_ms": extra,
+                    "phases_p50_ms": breakdown,
                     "teardown_tasks_per_s": teardown_rate,
                     "tasks": args.tasks,
                 }

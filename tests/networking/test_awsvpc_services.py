@@ -186,6 +186,13 @@ def test_create_service_checks_network_configuration(server: ServerProcess) -> N
     )["service"]
     assert updated["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"] == [group]
     assert len(updated["deployments"]) == 2
+    # each deployment keeps its own configuration: the older one's tasks keep the default group
+    assert [
+        d["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"] for d in updated["deployments"]
+    ] == [
+        [group],
+        [default],
+    ]
     updated = ecs.update_service(cluster=cluster, service="ok", taskDefinition=bridge)["service"]  # type: ignore[attr-defined]
     assert "networkConfiguration" not in updated
     code, msg = _error(ecs.update_service, cluster=cluster, service="ok", taskDefinition=awsvpc)  # type: ignore[attr-defined]

@@ -1,16 +1,25 @@
 """What a killed server leaves on the host (its nat table, its load balancers' /32 addresses on the
-subnet bridges) is removed by the next server before it places an address; a live server's is not."""
+subnet bridges) is removed by the next server when it starts (its load-balancer reconciler), and
+again before it places an address; a live server's is not."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+from dockyard.clock import SystemClock
+from dockyard.lb.reconciler import LoadBalancerReconciler
+from dockyard.lb.settings import LbSettings
 from dockyard.lb.vpc import SubnetAddresses, nat_script, placed_in, reap_stale, stale_tables
+from dockyard.store.memory import MemoryStore
 
 LISTING = "table ip nat\ntable ip dockyard_lb_12\ntable ip filter\ntable ip dockyard_lb_34\n"
 
@@ -58,3 +67,35 @@ async def test_a_killed_servers_table_and_address_are_removed() -> None:
         _sh("ip", "link", "del", device)
         _sh("nft", "delete", "table", "ip", stale)
         _sh("nft", "delete", "table", "ip", mine)
+
+
+@needs_nft
+async def test_a_starting_server_removes_a_killed_servers_table(tmp_path: Path) -> None:
+    """Before any load balancer exists (no address placed yet), the reconciler's start reaps."""
+    dead = 4_000_000 + int(uuid.uuid4().hex[:5], 16)
+    device = "dyt" + uuid.uuid4().hex[:8]
+    address = "10.213.255.249"
+    stale = f"dockyard_lb_{dead}"
+    assert _sh("ip", "link", "add", device, "type", "bridge").returncode == 0
+    settings = LbSettings(hosts_file=None, state_dir=tmp_path / "lb")
+    running: asyncio.Task[None] | None = None
+    try:
+        assert _sh("ip", "addr", "add", f"{address}/32", "dev", device).returncode == 0
+        done = subprocess.run(
+            ["nft", "-f", "-"], input=nat_script(stale, {address: device}), text=True, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr
+        running = asyncio.create_task(LoadBalancerReconciler(MemoryStore(), SystemClock(), settings).run())
+        deadline = time.monotonic() + 10
+        while stale in _sh("nft", "list", "tables", "ip").stdout:
+            assert time.monotonic() < deadline, "the stale table outlived the server's start"
+            assert not running.done(), running
+            await asyncio.sleep(0.05)
+        assert f" {address}/32 " not in _sh("ip", "-4", "-o", "addr", "show", "dev", device).stdout
+    finally:
+        if running is not None:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        _sh("ip", "link", "del", device)
+        _sh("nft", "delete", "table", "ip", stale)

@@ -8,7 +8,8 @@
 - ``commit_starts``: placement through ``placement.commit.place_tasks`` (the shared seam RunTask
   uses), guarded by the service document's revision, with the service document (and its "has
   started" event) among the transaction's puts. awsvpc services: each task's address is chosen
-  first (``placement.addresses``) and claimed (create-only) in the same transaction.
+  first (``placement.addresses``), in the subnets and groups of the task's deployment, and claimed
+  (create-only) in the same transaction.
 
 Because the service document is compared *and* written in each of them, two controllers acting on
 the same decision cannot both commit: the second one's compare fails, it re-reads and re-decides.
@@ -161,7 +162,8 @@ async def commit_starts(
         pinned = instance_arns.get(s.instance_id) if s.instance_id is not None else None
         asks.extend(TaskAsk(need, td.requires_attributes, instance=pinned) for _ in range(s.count))
     asks = asks[:max_tasks]
-    network = service.network_configuration if td.effective_network_mode is NetworkMode.AWSVPC else None
+    # awsvpc: the deployment's own configuration (an older deployment keeps the one it was made with)
+    network = service.network_for(deployment) if td.effective_network_mode is NetworkMode.AWSVPC else None
     subnets: list[Subnet] = []
     groups: tuple[str, ...] = ()
     if network is not None:  # awsvpc: every task gets an address in one of the service's subnets
@@ -217,6 +219,7 @@ async def commit_starts(
                 instance_arn=placement.instance_arn,
                 instance_id=placement.instance_id,
                 group=service.group,
+                service=service.name,
                 started_by=deployment.id,
                 tags=tags,
                 now=now,

@@ -161,9 +161,9 @@ class ServiceController:
             try:
                 await self.cache.wait_applied(entry.mod_revision)
                 if entry.scope not in by_scope:
-                    by_scope[entry.scope] = _by_group(self.cache.task_entries(entry.scope))
+                    by_scope[entry.scope] = _by_service(self.cache.task_entries(entry.scope))
                     hosts[entry.scope] = self._hosts(entry.scope, now)
-                tasks = by_scope[entry.scope].get(entry.service.group, [])
+                tasks = by_scope[entry.scope].get(entry.service.name, [])
                 at = await self._reconcile(entry, tasks, hosts[entry.scope], now)
             except Conflict:
                 self.conflicts += 1
@@ -266,10 +266,12 @@ def _earliest(*times: float | None) -> float | None:
     return min(known) if known else None
 
 
-def _by_group(entries: Iterable[Entry[Task]]) -> dict[str, list[Entry[Task]]]:
+def _by_service(entries: Iterable[Entry[Task]]) -> dict[str, list[Entry[Task]]]:
+    """Tasks by the service that started them (``Task.service``; standalone tasks are left out)."""
     out: dict[str, list[Entry[Task]]] = {}
     for e in entries:
-        out.setdefault(e.value.group, []).append(e)
+        if e.value.service is not None:
+            out.setdefault(e.value.service, []).append(e)
     return out
 
 

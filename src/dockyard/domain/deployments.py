@@ -79,6 +79,9 @@ class Deployment:
     rollout_state_reason: str = ""
     failed_tasks: int = 0
     launch_type: str = EC2
+    # awsvpc: the ``networkConfiguration`` this deployment's tasks get (ECS keeps one per
+    # deployment, so an UpdateService that changes it leaves older deployments' tasks as they were)
+    network_configuration: Mapping[str, Any] | None = None
 
     @property
     def task_definition_arn(self) -> str:
@@ -96,6 +99,7 @@ class Deployment:
             "rolloutStateReason": self.rollout_state_reason,
             "failedTasks": self.failed_tasks,
             "launchType": self.launch_type,
+            **({"networkConfiguration": self.network_configuration} if self.network_configuration else {}),
         }
 
     @staticmethod
@@ -111,6 +115,7 @@ class Deployment:
             rollout_state_reason=str(doc.get("rolloutStateReason", "")),
             failed_tasks=int(doc.get("failedTasks", 0)),
             launch_type=str(doc.get("launchType", EC2)),
+            network_configuration=doc.get("networkConfiguration"),
         )
 
     def to_wire(self, running: int, pending: int) -> dict[str, Any]:
@@ -128,6 +133,7 @@ class Deployment:
             "launchType": self.launch_type,
             "rolloutState": self.rollout_state.value,
             "rolloutStateReason": self.rollout_state_reason,
+            **({"networkConfiguration": self.network_configuration} if self.network_configuration else {}),
         }
 
 

@@ -234,7 +234,8 @@ class Service:
     # CreateService): {targetGroupArn, containerName, containerPort}
     load_balancers: tuple[Mapping[str, Any], ...] = ()
     # awsvpc: {"awsvpcConfiguration": {subnets, securityGroups, assignPublicIp}} as CreateService
-    # checked it (the VPC's default group filled in); the controller gives each task an address
+    # or UpdateService last checked it (the VPC's default group filled in): what a new deployment
+    # takes. Each deployment keeps its own copy, which its tasks get (``network_for``)
     network_configuration: Mapping[str, Any] | None = None
 
     @property
@@ -259,6 +260,13 @@ class Service:
             if d.id == dep_id:
                 return d
         return None
+
+    def network_for(self, deployment: Deployment) -> Mapping[str, Any] | None:
+        """The ``networkConfiguration`` the tasks of ``deployment`` get: its own (the service's for
+        a deployment stored before deployments carried one)."""
+        if deployment.network_configuration is not None:
+            return deployment.network_configuration
+        return self.network_configuration
 
     def to_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -338,9 +346,12 @@ class Service:
         for d in self.deployments:
             running, pending = counts.by_deployment.get(d.id, (0, 0))
             shown = d.to_wire(running, pending)
-            if self.network_configuration is not None:
-                shown["networkConfiguration"] = self.network_configuration
+            network = self.network_for(d)
+            if network is not None:
+                shown["networkConfiguration"] = network
             deployments.append(shown)
+        primary = self.primary
+        network = self.network_for(primary) if primary is not None else self.network_configuration
         out: dict[str, Any] = {
             "serviceArn": self.arn,
             "serviceName": self.name,
@@ -370,7 +381,7 @@ class Service:
             ("createdBy", self.created_by),
             ("roleArn", self.role_arn),
             ("healthCheckGracePeriodSeconds", self.health_check_grace_period),
-            ("networkConfiguration", self.network_configuration),
+            ("networkConfiguration", network),
         ):
             if value is not None:
                 out[key] = value
@@ -397,6 +408,8 @@ def new_service(
     **options: Any,
 ) -> Service:
     """A new ACTIVE service with its first PRIMARY deployment (``options``: the other fields)."""
+    first = new_deployment(deployment_id, td, desired_count, now)
+    first = replace(first, network_configuration=options.get("network_configuration"))
     return Service(
         arn=arn,
         name=name,
@@ -405,18 +418,34 @@ def new_service(
         scheduling_strategy=strategy,
         desired_count=desired_count,
         deployment_configuration=configuration,
-        deployments=(new_deployment(deployment_id, td, desired_count, now),),
+        deployments=(first,),
         created_at=now,
         **options,
     )
 
 
-def with_new_deployment(service: Service, td: TaskDefinition, deployment_id: str, now: float) -> Service:
-    """UpdateService with a new task definition or forceNewDeployment: a new PRIMARY; the old
-    PRIMARY becomes ACTIVE and drains; older ACTIVE ones keep draining."""
-    older = tuple(demoted(d, now) for d in service.deployments)
+_KEEP: Any = object()
+
+
+def with_new_deployment(
+    service: Service,
+    td: TaskDefinition,
+    deployment_id: str,
+    now: float,
+    network_configuration: Mapping[str, Any] | None = _KEEP,
+) -> Service:
+    """UpdateService with a new task definition, network configuration or forceNewDeployment: a new
+    PRIMARY with ``network_configuration`` (the service's when not given), which becomes the
+    service's; the old PRIMARY becomes ACTIVE and drains; older ACTIVE ones keep draining. Each
+    keeps its own configuration (the service's former one copied into those stored before
+    deployments carried one)."""
+    network = service.network_configuration if network_configuration is _KEEP else network_configuration
+    older = tuple(
+        replace(demoted(d, now), network_configuration=service.network_for(d)) for d in service.deployments
+    )
     primary = new_deployment(deployment_id, td, service.desired_count, now)
-    return replace(service, deployments=(primary, *older), steady=False)
+    primary = replace(primary, network_configuration=network)
+    return replace(service, deployments=(primary, *older), network_configuration=network, steady=False)
 
 
 def scaled(service: Service, desired_count: int, now: float) -> Service:

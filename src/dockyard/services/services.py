@@ -25,10 +25,11 @@ starting, replacing and stopping tasks, rolling deployments, writing events.
 - ``networkConfiguration`` (task definitions in awsvpc mode) is checked as RunTask checks it
   (``task_networking.service_network``: ECS's messages; subnets and groups exist and share a VPC;
   ``assignPublicIp`` DISABLED for EC2; the VPC's default group when none is named) and kept on the
-  service; the controller gives each task it places an address in one of the subnets
-  (``placement.addresses``). UpdateService may change it (or a task definition that changes the
-  network mode needs it): a new deployment. Load balancers of such a service are target groups of
-  type ``ip`` (the task's address and container port).
+  service and on each deployment; the controller gives each task it places an address in one of
+  its deployment's subnets, in its deployment's groups (``placement.addresses``). UpdateService may
+  change it (or a task definition that changes the network mode needs it): a new deployment that
+  carries it, while the older deployments' tasks keep theirs, as in ECS. Load balancers of such a
+  service are target groups of type ``ip`` (the task's address and container port).
 
 What Dockyard does not provide yet (service registries, Service Connect, other launch types and
 deployment controllers) is refused with ``InvalidParameterException`` naming the member, never
@@ -176,7 +177,7 @@ def counts(env: Env, ctx: RequestContext, service: Service, cache: Any) -> Servi
     running: Counter[str] = Counter()
     pending: Counter[str] = Counter()
     for t in cache.tasks(scope_of(ctx, service.cluster)):
-        if t.group != service.group:
+        if t.service != service.name:
             continue
         if t.last_status is TaskStatus.RUNNING:
             running[t.started_by or ""] += 1
@@ -378,7 +379,7 @@ async def update_service(env: Env, ctx: RequestContext, req: Request) -> Respons
         primary = nxt.primary
         changed_td = td is not None and (primary is None or primary.task_definition_arn != td.arn)
         given_network = req.get("networkConfiguration")
-        changed_network = False
+        network = nxt.network_configuration
         if changed_td or req.get("forceNewDeployment") or given_network:
             chosen = td if td is not None else (primary.task_definition if primary is not None else None)
             if chosen is None:
@@ -390,11 +391,10 @@ async def update_service(env: Env, ctx: RequestContext, req: Request) -> Respons
                     nxt.network_configuration if chosen.effective_network_mode is NetworkMode.AWSVPC else None
                 )
                 network = await service_network(env, ctx, chosen, given_network or kept)
-                changed_network = network != nxt.network_configuration
-                nxt = replace(nxt, network_configuration=network)
-        if changed_td or changed_network or req.get("forceNewDeployment"):
+        if changed_td or network != nxt.network_configuration or req.get("forceNewDeployment"):
             assert chosen is not None
-            nxt = with_new_deployment(nxt, chosen, _new_deployment_id(), now)
+            # the new deployment carries ``network``; older ones keep the configuration they had
+            nxt = with_new_deployment(nxt, chosen, _new_deployment_id(), now, network)
         if nxt != service:
             await env.store.txn([Compare.unchanged(kv, kv.key)], [Put(kv.key, _encode(nxt))])
         return nxt

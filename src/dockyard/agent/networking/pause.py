@@ -1,16 +1,22 @@
 """Pause containers and subnet networks on the Docker Engine API.
 
 A pause container is ``sleep`` from the host's static busybox in an image imported FROM scratch
-(``dockyard/pause``). A few wait started on Docker's default bridge (the warm pool); a task takes
-one, which is connected to its subnet's network with the server-assigned address and leaves the
-default bridge, so the task's containers (``NetworkMode: container:<pause>``) find a ready namespace.
-Teardown removes the pause container in the background (veth deletion is slow; several go at once).
+(``dockyard/pause``). A few wait started (the warm pool), each in a namespace with no interface but
+``lo`` (created on Docker's default bridge and disconnected from it before it starts, so no veth is
+made or deleted) and a deny-all nft table. A task takes one: its rules are applied while it is
+connected to its subnet's network with the server-assigned address (one veth, the only Docker call
+on the task's path; the deny-all table guards the address until the task's rules replace it), so
+the task's containers (``NetworkMode: container:<pause>``) find a ready namespace. Teardown removes
+the pause container in the background (veth deletion is slow; several go at once). The pool refills
+a second after a take, not during it: a pause container starting while a task's interface is
+connected made that connect twice as slow (``bench/awsvpc.py``). With the pool empty (a burst, or
+the first awsvpc task on the instance) a task starts its own pause container the same way.
 
 Restarts: a pause container carries this instance's label (``LABEL_POOL``) and, once a task took
 it, its endpoint on the task's subnet network with the task's server-assigned address, which no
 other live task has: (network name, address) identifies the task's pause container without
-relabelling (Docker cannot change a container's labels). At start, warm ones (on the default
-bridge only) and stopped ones are removed; attached ones wait to be adopted by their task's runner
+relabelling (Docker cannot change a container's labels). At start, warm ones (on no network) and
+stopped ones are removed; attached ones wait to be adopted by their task's runner
 (``adopt``) until the first desired set says which tasks are still wanted (``keep_only``). The
 namespace, the task's containers in it and their nft table live on meanwhile.
 """
@@ -39,6 +45,8 @@ PAUSE_IMAGE = "dockyard/pause:latest"
 LABEL_POOL = "com.dockyard.pause-pool"
 LABEL_TASK = "com.dockyard.pause-task"  # not the ECS task label: the engine must not adopt it
 DEFAULT_BRIDGE = "bridge"
+DENY_ALL = ruleset(())  # a warm namespace's table until a task's rules replace it
+REFILL_DELAY = 1.0  # seconds after a task takes a warm pause container until the pool refills
 
 
 class NetworkSetupError(Exception):
@@ -54,7 +62,7 @@ class Attached:
 
 def _endpoint(settings: Mapping[str, Any], state: str) -> tuple[str, str] | None:
     """(network name, address) of a running pause container attached to a subnet network (from
-    the container list's summary), or None: a warm one (default bridge only) or a stopped one."""
+    the container list's summary), or None: a warm one (no network) or a stopped one."""
     if state != "running":
         return None
     networks = (settings or {}).get("Networks") or {}
@@ -95,12 +103,19 @@ async def nft_apply(pid: int, script: str) -> None:
 
 class PausePool:
     def __init__(
-        self, docker: aiodocker.Docker, instance_arn: str, *, size: int = 4, reaper_width: int = 8
+        self,
+        docker: aiodocker.Docker,
+        instance_arn: str,
+        *,
+        size: int = 4,
+        reaper_width: int = 8,
+        refill_delay: float = REFILL_DELAY,
     ) -> None:
         self.docker = docker
         self.instance_arn = instance_arn
         self.size = size
-        self._warm: asyncio.Queue[str] = asyncio.Queue()
+        self.refill_delay = refill_delay
+        self._warm: asyncio.Queue[tuple[str, int]] = asyncio.Queue()  # (container id, pid)
         self._filling = 0
         self._networks: dict[str, asyncio.Lock] = {}
         self._known_networks: set[str] = set()
@@ -158,7 +173,7 @@ class PausePool:
         self._closed = True  # no refills from now on; ones in flight remove what they made
         await asyncio.gather(*self._jobs, return_exceptions=True)
         while not self._warm.empty():
-            cid = self._warm.get_nowait()
+            cid, _ = self._warm.get_nowait()
             with contextlib.suppress(DockerError):
                 await self.docker.containers.container(cid).delete(force=True)
         await asyncio.gather(*self._jobs, return_exceptions=True)
@@ -192,18 +207,23 @@ class PausePool:
 
     async def _make_warm(self) -> None:
         try:
-            cid = await self._new_pause({})
+            warm = await self._new_pause({})
             if self._closed:
-                await self.docker.containers.container(cid).delete(force=True)
+                await self.docker.containers.container(warm[0]).delete(force=True)
             else:
-                self._warm.put_nowait(cid)
-        except DockerError as e:
+                self._warm.put_nowait(warm)
+        except (DockerError, NetworkSetupError) as e:
             log.warning("could not start a pause container: %s", e)
         finally:
             self._filling -= 1
 
-    async def _new_pause(self, labels: Mapping[str, str]) -> str:
-        container = await self.docker.containers.run(
+    async def _new_pause(self, labels: Mapping[str, str]) -> tuple[str, int]:
+        """A started pause container with only ``lo`` and a deny-all nft table: (id, pid).
+
+        Docker cannot start a container on no network and connect it later (``none`` mode refuses
+        other networks), so it is created on the default bridge and disconnected before it starts:
+        no veth is made, and connecting the task's network later is the only interface change."""
+        container = await self.docker.containers.create(
             {
                 "Image": PAUSE_IMAGE,
                 "Cmd": ["/bin/sleep", "2147483647"],
@@ -211,10 +231,23 @@ class PausePool:
                 "HostConfig": {"NetworkMode": DEFAULT_BRIDGE, "AutoRemove": False},
             }
         )
-        return str(container.id)
+        try:
+            bridge = await self.docker.networks.get(DEFAULT_BRIDGE)
+            await bridge.disconnect({"Container": container.id, "Force": True})
+            await container.start()
+            info = await container.show()
+            pid = int(info["State"]["Pid"])
+            await nft_apply(pid, DENY_ALL)
+        except BaseException:
+            with contextlib.suppress(DockerError):
+                await container.delete(force=True)
+            raise
+        return str(container.id), pid
 
-    async def _take(self, task_arn: str) -> str:
-        self._refill()
+    async def _take(self, task_arn: str) -> tuple[str, int]:
+        # refill later, not now: starting a pause container while this task's interface is
+        # connected and its containers start slows both down (dockerd serialises much of it)
+        asyncio.get_running_loop().call_later(self.refill_delay, self._refill)
         try:
             return self._warm.get_nowait()
         except asyncio.QueueEmpty:
@@ -246,26 +279,29 @@ class PausePool:
         return name
 
     async def attach(self, task_arn: str, eni: Mapping[str, Any], rules: str) -> Attached:
-        """A pause container with the task's address on its subnet network and ``rules`` applied."""
+        """A pause container with the task's address on its subnet network and ``rules`` applied.
+
+        The rules and the address go in at once: the warm namespace's deny-all table guards the
+        address until the task's rules replace it (one nft transaction), so it is never reachable
+        unguarded. A pause container that could not be set up is removed."""
+        cid: str | None = None
         try:
             network = await self.ensure_network(eni)
-            cid = await self._take(task_arn)
-            container = self.docker.containers.container(cid)
-            info = await container.show()
-            pid = int(info["State"]["Pid"])
-            await nft_apply(pid, rules)  # rules first: the address is never reachable unguarded
-            net = await self.docker.networks.get(network)
-            await net.connect(
+            cid, pid = await self._take(task_arn)
+            subnet = await self.docker.networks.get(network)
+            connect = subnet.connect(
                 {
                     "Container": cid,
                     "EndpointConfig": {"IPAMConfig": {"IPv4Address": eni["privateIPv4Address"]}},
                 }
             )
-            bridge = await self.docker.networks.get(DEFAULT_BRIDGE)
-            with contextlib.suppress(DockerError):
-                await bridge.disconnect({"Container": cid, "Force": True})
+            await asyncio.gather(nft_apply(pid, rules), connect)
             return Attached(cid, pid, str(eni["privateIPv4Address"]))
-        except DockerError as e:
+        except (DockerError, NetworkSetupError) as e:
+            if cid is not None:
+                self.release(cid)
+            if isinstance(e, NetworkSetupError):
+                raise
             raise NetworkSetupError(str(e.message if hasattr(e, "message") else e)) from e
 
     def release(self, pause_id: str) -> None:
