@@ -12,7 +12,7 @@ It differs from the ELBv2 query protocol (``query_protocol.py``) in three ways:
 
     Ec2Error subclasses                      their own code (InvalidGroup.NotFound, ...), 400
     InvalidParameter (model validation)      InvalidParameterValue, 400
-    UnrecognizedClient, InvalidSignature     AuthFailure, 401 (RequestExpired, 400, when too old)
+    UnrecognizedClient, InvalidSignature     AuthFailure, 401 (RequestExpired, 400, outside the time window)
     MissingAuthenticationToken               MissingAuthenticationToken, 401
     UnknownOperation                         InvalidAction, 400
     AccessDenied                             UnauthorizedOperation, 403
@@ -117,7 +117,9 @@ def render_response(operation: OperationModel, result: dict[str, Any], request_i
 def error_code(exc: DockyardError) -> tuple[str, int]:
     if isinstance(exc, Ec2Error):
         return exc.code, exc.status
-    if isinstance(exc, InvalidSignature) and "expired" in exc.message:
+    if isinstance(exc, InvalidSignature) and (
+        "Signature expired" in exc.message or "Signature not yet current" in exc.message
+    ):  # EC2 answers both sides of the time window (and expired presigned URLs) with RequestExpired
         return "RequestExpired", 400
     return error_by_class(exc, _PROTOCOL_CODES) or ("InternalError", 500)
 
