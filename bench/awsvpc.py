@@ -12,6 +12,13 @@ region's default subnet and security group. Then:
 2. **Teardown** (``--teardown``, default 16 awsvpc tasks, an instance's default ENI count): start
    them all, wait RUNNING, StopTask them all at once, and time until DescribeTasks shows every one
    STOPPED. Goal: >= 10 tasks/s.
+3. **Rules** (``--rule-rounds``, default 10): one awsvpc busybox ``httpd`` task in a group of its own;
+   per round AuthorizeSecurityGroupIngress of a rule for the host's address (the subnet's gateway) on
+   port 80, timed from the call until a new TCP connection from the host gets through, then
+   RevokeSecurityGroupIngress, timed until a new connection no longer does (probes every
+   ``--probe-ms``, each connect waiting at most that long: a dropped SYN never answers); each change
+   waits a random 0-300 ms first, so it lands anywhere in the agent's 0.25 s rules poll. Goal: both
+   within a second (issue 7, item 3), judged on the maximum.
 
 Traffic goes only to 127.0.0.1, the Docker socket and the subnet network the agent creates. Every
 process it starts is stopped and every container it caused is removed in ``finally``.
@@ -22,7 +29,10 @@ Run: ``.venv/bin/python bench/awsvpc.py [--tasks 15] [--teardown 20]``.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,9 +51,12 @@ START_GOAL_MS = 150.0
 # teardown measures stopping the task and releasing its interface, not a timeout
 TRAP = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 TEARDOWN_GOAL = 10.0
+RULE_GOAL_S = 1.0
+JITTER_S = 0.3  # longer than the agent's rules poll (0.25 s, agent/networking/rules.py)
+WEB = ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www"]
 
 
-def register(ecs: Any, family: str, mode: str) -> str:
+def register(ecs: Any, family: str, mode: str, command: list[str] = TRAP) -> str:
     td = ecs.register_task_definition(
         family=family,
         networkMode=mode,
@@ -53,7 +66,7 @@ def register(ecs: Any, family: str, mode: str) -> str:
                 "image": IMAGE,
                 "essential": True,
                 "memory": CONTAINER_MEMORY_MIB,
-                "command": TRAP,
+                "command": command,
             }
         ],
     )
@@ -102,6 +115,60 @@ def timed_start(
     return elapsed * 1000, phases
 
 
+def connects(address: str, port: int, timeout_s: float) -> bool:
+    """Does a new TCP connection from the host to ``address:port`` get through?"""
+    try:
+        with socket.create_connection((address, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def until(condition: Any, deadline_s: float, probe_s: float) -> float:
+    """Seconds (perf_counter) at which ``condition()`` first held; raises after ``deadline_s``."""
+    end = time.perf_counter() + deadline_s
+    while time.perf_counter() < end:
+        if condition():
+            return time.perf_counter()
+        time.sleep(probe_s / 4)
+    raise TimeoutError(f"not enforced within {deadline_s} s")
+
+
+def rule_latency(
+    ecs: Any, ec2: Any, td: str, subnet: dict[str, Any], rounds: int, poll_s: float, probe_s: float, tag: str
+) -> dict[str, list[float]]:
+    """Seconds from AuthorizeSecurityGroupIngress (RevokeSecurityGroupIngress) until a new connection
+    from the host to a running task gets through (no longer does), ``rounds`` times each."""
+    group = ec2.create_security_group(GroupName=f"bench-rules-{tag}", Description="bench")["GroupId"]
+    net = {"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": [group]}}
+    (arn,) = run(ecs, td, 1, net)
+    _, tasks = task_start.wait_running(ecs, [arn], poll_s)
+    details = {d["name"]: d["value"] for d in tasks[arn]["attachments"][0]["details"]}
+    address = details["privateIPv4Address"]
+    gateway = str(ipaddress.IPv4Network(subnet["CidrBlock"]).network_address + 1)
+    rule = {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": f"{gateway}/32"}]}
+    out: dict[str, list[float]] = {"authorize": [], "revoke": []}
+    rng = random.Random(tag)
+    try:
+        if connects(address, 80, 1.0):
+            raise RuntimeError(f"{address}:80 answers before any rule admits the host")
+        for _ in range(rounds):
+            # at a random moment of the agent's rules poll: right after the last change reached
+            # the task, the next one would always wait out one whole poll interval
+            time.sleep(rng.uniform(0.0, JITTER_S))
+            t0 = time.perf_counter()
+            ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[rule])
+            out["authorize"].append(until(lambda: connects(address, 80, probe_s), 30.0, probe_s) - t0)
+            time.sleep(rng.uniform(0.0, JITTER_S))
+            t0 = time.perf_counter()
+            ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[rule])
+            out["revoke"].append(until(lambda: not connects(address, 80, probe_s), 30.0, probe_s) - t0)
+    finally:
+        ecs.stop_task(cluster=CLUSTER, task=arn)
+        wait_status(ecs, [arn], "STOPPED", poll_s)
+    return out
+
+
 def median_of(phases: list[dict[str, float]], key: str) -> float:
     values = [p[key] for p in phases if key in p]
     return statistics.median(values) * 1000 if values else float("nan")
@@ -118,6 +185,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--teardown", type=int, default=16)  # an instance takes 16 awsvpc tasks by default
     ap.add_argument("--poll-ms", type=float, default=20.0)
+    ap.add_argument("--rule-rounds", type=int, default=10)
+    ap.add_argument("--probe-ms", type=float, default=50.0)
     ap.add_argument("--agent-log-level", default="warning")
     args = ap.parse_args()
     poll_s = args.poll_ms / 1000
@@ -146,7 +215,7 @@ def main() -> int:
         subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"][0]
         network = {"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "assignPublicIp": "DISABLED"}}
 
-        for _ in range(args.warmup):  # the awsvpc rounds also fill the warm pause-container pool
+        for _ in range(args.warmup):  # (the warm pause-container pool filled when the agent started)
             timed_start(ecs, bridge, None, poll_s)
             timed_start(ecs, awsvpc, network, poll_s)
         times: dict[str, list[float]] = {"bridge": [], "awsvpc": []}
@@ -189,6 +258,22 @@ def main() -> int:
             f"teardown: {len(arns)} awsvpc tasks in {t1 - t0:.2f} s = {teardown_rate:.1f} tasks/s "
             f"(goal >= {TEARDOWN_GOAL:.0f}/s: {verdict})"
         )
+        rules: dict[str, dict[str, float]] = {}
+        if args.rule_rounds > 0:
+            web_family = f"awsvpc-web-{run_id}"
+            web = register(ecs, web_family, "awsvpc", WEB)
+            families.append(web_family)
+            seconds = rule_latency(
+                ecs, ec2, web, subnet, args.rule_rounds, poll_s, args.probe_ms / 1000, run_id
+            )
+            for kind, values in seconds.items():
+                rules[kind] = {"p50_ms": statistics.median(values) * 1000, "max_ms": max(values) * 1000}
+                verdict = "met" if max(values) <= RULE_GOAL_S else "MISSED"
+                print(
+                    f"{kind} -> enforced on a running task: p50 {rules[kind]['p50_ms']:.0f} ms, "
+                    f"max {rules[kind]['max_ms']:.0f} ms over {len(values)} rounds "
+                    f"(goal <= {RULE_GOAL_S * 1000:.0f} ms: {verdict})"
+                )
         load_after = task_start.load_average()
         print(f"load average (1/5/15 min): before {load_before}, after {load_after}")
         print(
@@ -202,6 +287,7 @@ def main() -> int:
                     "awsvpc_extra_p50_ms": extra,
                     "phases_p50_ms": breakdown,
                     "teardown_tasks_per_s": teardown_rate,
+                    "rule_enforced_ms": rules,
                     "tasks": args.tasks,
                 }
             )

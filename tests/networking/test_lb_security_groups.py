@@ -6,7 +6,6 @@ nor another task reach it directly until a rule admits them."""
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.networking.test_awsvpc_docker import (
     _run,
     _running,
     _web_family,
+    applied,
 )
 
 pytestmark = needs_docker
@@ -130,19 +130,24 @@ def test_lb_group_open_task_group_admits_only_the_lb(
         assert not _get(f"http://{addr}/", 1.0)
         assert not _reach(other, addr)
 
-        # a rule for the host's address (the subnet's gateway on the bridge) opens it within a second
+        # a rule for the host's address (the subnet's gateway on the bridge) opens it, its revoke
+        # closes it again (the delays are printed; bench/awsvpc.py measures them)
         host_rule = {
             "IpProtocol": "tcp",
             "FromPort": 80,
             "ToPort": 80,
             "IpRanges": [{"CidrIp": subnet["CidrBlock"].rsplit(".", 2)[0] + ".0.1/32"}],
         }
-        ec2.authorize_security_group_ingress(GroupId=task_group, IpPermissions=[host_rule])  # type: ignore[attr-defined]
-        started = time.monotonic()
-        wait_until(lambda: _get(f"http://{addr}/", 0.3), timeout=3, interval=0.05, what="authorize applied")
-        assert time.monotonic() - started < 1.5
-        ec2.revoke_security_group_ingress(GroupId=task_group, IpPermissions=[host_rule])  # type: ignore[attr-defined]
-        wait_until(lambda: not _get(f"http://{addr}/", 0.3), timeout=3, interval=0.05, what="revoke applied")
+        applied(
+            "authorize",
+            lambda: ec2.authorize_security_group_ingress(GroupId=task_group, IpPermissions=[host_rule]),  # type: ignore[attr-defined]
+            lambda: _get(f"http://{addr}/", 0.3),
+        )
+        applied(
+            "revoke",
+            lambda: ec2.revoke_security_group_ingress(GroupId=task_group, IpPermissions=[host_rule]),  # type: ignore[attr-defined]
+            lambda: not _get(f"http://{addr}/", 0.3),
+        )
         assert get(lb["DNSName"], 80, "/", timeout=5)[0] == 200  # the load balancer still gets through
 
         # the load balancer's group is in use while it exists

@@ -107,3 +107,25 @@ def test_load_balancer_source_is_its_subnet_address_when_placed() -> None:
     spec = LbSpec("arn", "n", "id", "127.100.0.5", "dns", backends=(backend,))
     assert "    source 127.100.0.5\n" in render(spec, Paths("s", "f"))
     assert "    source 10.213.0.9\n" in render(replace(spec, source="10.213.0.9"), Paths("s", "f"))
+
+
+def test_a_warm_pause_containers_owner_is_dead_only_on_this_boot_and_pid_namespace() -> None:
+    import subprocess
+
+    from dockyard.agent.networking.pause import owner_gone, process_id
+
+    me = process_id()
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        owner = process_id(child.pid)
+        assert not owner_gone(owner, me) and not owner_gone(me, me)
+    finally:
+        child.kill()
+        child.wait()
+    assert owner_gone(owner, me)
+    boot, namespace, pid, started = owner.split("/")
+    assert not owner_gone(f"other-boot/{namespace}/{pid}/{started}", me)
+    assert not owner_gone(f"{boot}/pid:[1]/{pid}/{started}", me)
+    assert not owner_gone("", me) and not owner_gone("a/b/c/d", me)
+    # the pid reused by a later process is not the owner
+    assert owner_gone(f"{boot}/{namespace}/{me.split('/')[2]}/1", me)

@@ -159,7 +159,11 @@ class Engine:
             )
             self.ctx = self._context()
             self.ctx.networking = await start_networking(  # awsvpc (agent/networking/)
-                self.runtime, self.client, self.cluster_arn, self.instance_arn
+                self.runtime,
+                self.client,
+                self.cluster_arn,
+                self.instance_arn,
+                warm=self.settings.awsvpc_tasks != 0,  # the warm pause-container pool fills now
             )
             if self.ctx.networking is not None:
                 background.append(asyncio.create_task(self.ctx.networking.run()))

@@ -16,14 +16,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import orjson
 
 from dockyard.domain.ec2 import (
     DEFAULT_GROUP_NAME,
+    Ec2Error,
     InvalidGroupNotFound,
     InvalidSubnetIdNotFound,
     InvalidVpcIdNotFound,
@@ -32,29 +34,45 @@ from dockyard.domain.ec2 import (
     SecurityGroup,
     Subnet,
     Vpc,
+    check_subnet_range,
+    check_vpc_range,
 )
+from dockyard.domain.task_eni import LABEL_SUBNET
 from dockyard.placement import addresses
 from dockyard.services.context import Env, RequestContext
 from dockyard.store.base import Compare, Conflict, Put
+
+log = logging.getLogger("dockyard.ec2")
 
 EXTRAS_KEY = "ec2"
 T = TypeVar("T")
 
 
+# Docker's own default address pools (libnetwork's, Docker 20.10) when its daemon config sets none.
+DOCKER_DEFAULT_POOLS = (
+    "172.17.0.0/16",
+    "172.18.0.0/15",
+    "172.20.0.0/14",
+    "172.24.0.0/13",
+    "192.168.0.0/16",
+)
+
+
 @dataclass(frozen=True)
 class Ec2Settings:
-    # The default VPC and subnet of every region. Both must stay clear of Docker's address pools
-    # (172.17.0.0/16 .. 172.31.0.0/16 and 192.168.0.0/16 by default) and of the host's routes.
+    # The default VPC and subnet of every region (``dockyard server --default-vpc-cidr`` and
+    # ``--default-subnet-cidr``). Both must stay clear of Docker's address pools and of the host's
+    # routes: ``check_defaults`` refuses the server's start otherwise.
     default_vpc_cidr: str = "10.213.0.0/16"
     default_subnet_cidr: str = "10.213.0.0/20"
-    docker_pools: tuple[str, ...] = (
-        "172.17.0.0/16",
-        "172.18.0.0/15",
-        "172.20.0.0/14",
-        "172.24.0.0/13",
-        "192.168.0.0/16",
-    )
+    docker_pools: tuple[str, ...] = DOCKER_DEFAULT_POOLS
     route_table: str = "/proc/net/route"
+    # where ``default-address-pools`` are read from (the pools above when it names none)
+    docker_config: str = "/etc/docker/daemon.json"
+
+
+class DefaultRangeError(Exception):
+    """The configured default VPC or subnet cannot be used (the server refuses to start)."""
 
 
 def settings_of(extras: Mapping[str, object]) -> Ec2Settings:
@@ -62,24 +80,67 @@ def settings_of(extras: Mapping[str, object]) -> Ec2Settings:
     return found if isinstance(found, Ec2Settings) else Ec2Settings()
 
 
-def host_routes(path: str) -> list[str]:
-    """The IPv4 routes of this machine (default route excluded), from the kernel's route table."""
+@dataclass(frozen=True)
+class Route:
+    cidr: str
+    device: str
+
+
+def parse_routes(text: str) -> list[Route]:
+    """The IPv4 routes of a kernel route table (``/proc/net/route``), the default route excluded."""
     out = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:
+            dest = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
+            mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
+            net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+        except ValueError:
+            continue
+        if net.prefixlen > 0:
+            out.append(Route(str(net), fields[0]))
+    return out
+
+
+def read_routes(path: str) -> list[Route]:
     try:
         with open(path) as f:
-            next(f, None)
-            for line in f:
-                fields = line.split()
-                if len(fields) < 8:
-                    continue
-                dest = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
-                mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
-                net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
-                if net.prefixlen > 0:
-                    out.append(str(net))
+            return parse_routes(f.read())
     except OSError:
-        pass
-    return out
+        return []
+
+
+def host_routes(path: str) -> list[str]:
+    """The IPv4 routes of this machine (default route excluded), from the kernel's route table."""
+    return [r.cidr for r in read_routes(path)]
+
+
+def pools_of_config(doc: object) -> tuple[str, ...] | None:
+    """``default-address-pools`` of a dockerd config document (``daemon.json``): their bases, or
+    None when it sets none (Docker then uses ``DOCKER_DEFAULT_POOLS``)."""
+    pools = doc.get("default-address-pools") if isinstance(doc, Mapping) else None
+    if not isinstance(pools, list) or not pools:
+        return None
+    out = []
+    for p in pools:
+        base = p.get("base") if isinstance(p, Mapping) else None
+        with contextlib.suppress(ValueError, TypeError):
+            out.append(str(ipaddress.ip_network(str(base), strict=False)))
+    return tuple(out) or None
+
+
+def docker_pools(settings: Ec2Settings) -> tuple[str, ...]:
+    """Docker's address pools as its daemon config file sets them, else ``settings.docker_pools``.
+
+    Only the config file is read: pools given on dockerd's command line (``--default-address-pool``)
+    or in a config file elsewhere (``--config-file``) are not seen, nor is a remote engine's."""
+    try:
+        with open(settings.docker_config, "rb") as f:
+            return pools_of_config(orjson.loads(f.read())) or settings.docker_pools
+    except (OSError, orjson.JSONDecodeError):
+        return settings.docker_pools
 
 
 def forbidden_ranges(settings: Ec2Settings, ours: Iterable[str]) -> list[str]:
@@ -91,6 +152,82 @@ def forbidden_ranges(settings: Ec2Settings, ours: Iterable[str]) -> list[str]:
         if not any(ipaddress.IPv4Network(r).subnet_of(m) for m in mine)
     ]
     return [*settings.docker_pools, *routes]
+
+
+def default_forbidden(settings: Ec2Settings, ours: Iterable[str], own_devices: Iterable[str]) -> list[str]:
+    """What the default VPC and subnet must not overlap: Docker's pools and the host's routes, less
+    the routes inside VPCs already stored (``ours``, as for CreateVpc) and the routes of the default
+    subnet's own Docker network (``own_devices``: its bridge, made by agents on this host for this
+    or an earlier server)."""
+    mine = [ipaddress.IPv4Network(c) for c in ours]
+    skip = set(own_devices)
+    routes = [
+        r.cidr
+        for r in read_routes(settings.route_table)
+        if r.device not in skip and not any(ipaddress.IPv4Network(r.cidr).subnet_of(m) for m in mine)
+    ]
+    return [*settings.docker_pools, *routes]
+
+
+def check_default_ranges(settings: Ec2Settings, forbidden: Iterable[str]) -> None:
+    """The default VPC and subnet, checked as CreateVpc and CreateSubnet check theirs (and the
+    subnet inside the VPC); raises ``DefaultRangeError`` naming the flag."""
+    forbidden = list(forbidden)
+    try:
+        check_vpc_range(settings.default_vpc_cidr, forbidden)
+    except Ec2Error as e:
+        raise DefaultRangeError(f"--default-vpc-cidr {settings.default_vpc_cidr}: {e.message}") from e
+    try:
+        check_subnet_range(settings.default_subnet_cidr, settings.default_vpc_cidr, (), forbidden)
+    except Ec2Error as e:
+        raise DefaultRangeError(f"--default-subnet-cidr {settings.default_subnet_cidr}: {e.message}") from e
+
+
+async def _default_subnet_bridges(subnet_ids: Iterable[str], cidr: str) -> list[str]:
+    """The bridges of the default subnet's Docker networks on this host that carry ``cidr`` (none
+    when Docker does not answer: then no agent made them here either)."""
+    import asyncio
+
+    import aiodocker
+
+    wanted = set(subnet_ids)
+    out = []
+    try:
+        async with aiodocker.Docker() as docker:
+            found = await asyncio.wait_for(
+                docker.networks.list(filters={"label": [LABEL_SUBNET]}), timeout=5.0
+            )
+    except Exception as e:  # no engine here, or not ours to ask
+        log.debug("Docker's networks could not be listed: %s", e)
+        return []
+    for net in found:
+        labels = net.get("Labels") or {}
+        configs = (net.get("IPAM") or {}).get("Config") or []
+        if labels.get(LABEL_SUBNET) not in wanted or not any(c.get("Subnet") == cidr for c in configs):
+            continue
+        options = net.get("Options") or {}
+        out.append(str(options.get("com.docker.network.bridge.name") or "br-" + str(net.get("Id"))[:12]))
+    return out
+
+
+async def check_defaults(env: Env, settings: Ec2Settings, account_id: str, region: str) -> Ec2Settings:
+    """At the server's start: Docker's pools read, the default ranges checked (``DefaultRangeError``
+    when they overlap Docker's pools or the host's routes); the settings to run with."""
+    settings = replace(settings, docker_pools=docker_pools(settings))
+    stored = [Vpc.from_doc(orjson.loads(kv.value)) for kv in (await env.store.list("/ec2/vpcs/")).kvs]
+    own = await _default_subnet_bridges(
+        [short_id("subnet", account_id, region)], settings.default_subnet_cidr
+    )
+    check_default_ranges(settings, default_forbidden(settings, [v.cidr for v in stored], own))
+    made = [v for v in stored if v.is_default and v.cidr != settings.default_vpc_cidr]
+    if made:
+        log.warning(
+            "the default VPC of %d region(s) was made earlier with %s: --default-vpc-cidr applies to "
+            "regions whose defaults are made from now on",
+            len(made),
+            made[0].cidr,
+        )
+    return settings
 
 
 def _scope(ctx: RequestContext) -> str:

@@ -9,8 +9,17 @@ on the task's path; the deny-all table guards the address until the task's rules
 the task's containers (``NetworkMode: container:<pause>``) find a ready namespace. Teardown removes
 the pause container in the background (veth deletion is slow; several go at once). The pool refills
 a second after a take, not during it: a pause container starting while a task's interface is
-connected made that connect twice as slow (``bench/awsvpc.py``). With the pool empty (a burst, or
-the first awsvpc task on the instance) a task starts its own pause container the same way.
+connected made that connect twice as slow (``bench/awsvpc.py``). With the pool empty (a burst) a
+task starts its own pause container the same way.
+
+The pool fills when the agent starts, on an instance that takes awsvpc tasks (``--awsvpc-tasks`` not
+0), so the first awsvpc task does not wait for one either. That is cheap: a warm pause container is an
+idle ``sleep`` and its containerd shim, about 5 MiB PSS each (measured: 4.3-4.9 MiB per shim) and no
+CPU once started; making one cost dockerd and containerd about 25 ms of CPU (90 ms for four). Filling
+it only when the first desired set names an awsvpc task would still make that task wait. A warm
+one also carries its agent process (``LABEL_OWNER``: boot id, pid namespace, pid, start time): an
+agent killed with -9 leaves its pool behind, and the next agent to start on the engine removes warm
+ones whose process is gone (an instance that never registers again would keep them forever).
 
 Restarts: a pause container carries this instance's label (``LABEL_POOL``) and, once a task took
 it, its endpoint on the task's subnet network with the task's server-assigned address, which no
@@ -27,6 +36,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import shutil
 import tarfile
 from collections.abc import Iterable, Mapping
@@ -44,6 +54,7 @@ log = logging.getLogger("dockyard.agent.networking")
 PAUSE_IMAGE = "dockyard/pause:latest"
 LABEL_POOL = "com.dockyard.pause-pool"
 LABEL_TASK = "com.dockyard.pause-task"  # not the ECS task label: the engine must not adopt it
+LABEL_OWNER = "com.dockyard.pause-owner"  # a warm one's agent process (``process_id``)
 DEFAULT_BRIDGE = "bridge"
 DENY_ALL = ruleset(())  # a warm namespace's table until a task's rules replace it
 REFILL_DELAY = 1.0  # seconds after a task takes a warm pause container until the pool refills
@@ -70,6 +81,39 @@ def _endpoint(settings: Mapping[str, Any], state: str) -> tuple[str, str] | None
         if name != DEFAULT_BRIDGE and (endpoint or {}).get("IPAddress"):
             return str(name), str(endpoint["IPAddress"])
     return None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (clock ticks after boot; field 22 of its stat), "" when gone."""
+    stat = _read(f"/proc/{pid}/stat")
+    return stat.rpartition(")")[2].split()[19] if stat else ""
+
+
+def process_id(pid: int | None = None) -> str:
+    """This (or ``pid``'s) process, unique on the machine: boot id, pid namespace, pid, start time."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{_read('/proc/sys/kernel/random/boot_id')}/{namespace}/{pid}/{_start_time(pid)}"
+
+
+def owner_gone(owner: str, me: str) -> bool:
+    """Whether the agent process ``owner`` (a ``process_id``) has exited: only judged for one of this
+    boot and pid namespace (another host's or container's agent is never taken for dead)."""
+    parts, mine = owner.split("/"), me.split("/")
+    if len(parts) != 4 or len(mine) != 4 or parts[:2] != mine[:2] or not parts[2].isdigit():
+        return False
+    return process_id(int(parts[2])) != owner
 
 
 def _pause_tar(busybox: str) -> bytes:
@@ -123,21 +167,27 @@ class PausePool:
         self._jobs: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._left: dict[tuple[str, str], str] = {}  # (network, address) -> a previous run's pause
+        self._me = process_id()
 
-    async def start(self) -> None:
+    async def start(self, *, warm: bool = True) -> None:
+        """Remove what a previous run left (keeping what tasks hold) and, with ``warm``, fill the pool."""
         await self.ensure_image()
-        old = await self.docker.containers.list(
-            all=True, filters={"label": [f"{LABEL_POOL}={self.instance_arn}"]}
-        )
+        old = await self.docker.containers.list(all=True, filters={"label": [LABEL_POOL]})
         for c in old:  # a previous run's pause containers: kept for adoption if they hold a task
-            summary = {k: c[k] for k in ("State", "NetworkSettings") if k in c}
+            summary = {k: c[k] for k in ("State", "NetworkSettings", "Labels") if k in c}
             held = _endpoint(summary.get("NetworkSettings") or {}, str(summary.get("State") or ""))
-            if held is not None:
+            labels = summary.get("Labels") or {}
+            if labels.get(LABEL_POOL) != self.instance_arn:  # another agent's: only a dead one's warm
+                if held is None and owner_gone(str(labels.get(LABEL_OWNER) or ""), self._me):
+                    with contextlib.suppress(DockerError):
+                        await c.delete(force=True)
+            elif held is not None:
                 self._left[held] = str(c.id)
             else:
                 with contextlib.suppress(DockerError):
                     await c.delete(force=True)
-        # the pool fills on the first awsvpc task: instances that run none keep no idle containers
+        if warm:
+            self._refill()
 
     async def adopt(self, eni: Mapping[str, Any]) -> Attached | None:
         """The pause container a previous run attached for ``eni``, if it still runs."""
@@ -207,7 +257,7 @@ class PausePool:
 
     async def _make_warm(self) -> None:
         try:
-            warm = await self._new_pause({})
+            warm = await self._new_pause({LABEL_OWNER: self._me})
             if self._closed:
                 await self.docker.containers.container(warm[0]).delete(force=True)
             else:

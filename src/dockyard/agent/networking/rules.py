@@ -109,8 +109,10 @@ async def start_networking(
     instance_arn: str,
     *,
     pool_size: int = 4,
+    warm: bool = True,
 ) -> TaskNetworking | None:
-    """awsvpc support for a Docker runtime (None for the simulated one, or when it cannot start)."""
+    """awsvpc support for a Docker runtime (None for the simulated one, or when it cannot start);
+    ``warm``: fill the pause-container pool now (an instance that takes awsvpc tasks)."""
     from dockyard.agent.runtime.docker import DockerRuntime
 
     if not isinstance(runtime, DockerRuntime):
@@ -123,7 +125,7 @@ async def start_networking(
 
     pool = PausePool(runtime.client, instance_arn, size=pool_size)
     try:
-        await pool.start()
+        await pool.start(warm=warm)
     except Exception as e:
         log.warning("awsvpc networking is unavailable on this instance: %s", e)
         return None
