@@ -9,11 +9,19 @@
 3. creates through the ELBv2 API an application load balancer, a target group with the fastest
    health checks the API allows, an HTTP listener on port 80, registers the container as an ``ip``
    target and waits until it is healthy;
-4. drives ``wrk`` (keep-alive, closed loop) for ``--duration`` seconds at the task directly and at
-   the load balancer's DNSName (it resolves through the hosts file to the LB's own address), after
-   an untimed warm-up of each;
-5. prints req/s, p50, p99 and errors for both, the ratio, whether the goal holds (>= 0.8x direct
-   with one target), and a last line ``BENCH_JSON {...}``.
+4. drives ``wrk`` (keep-alive, closed loop; the same connections and threads for both) for
+   ``--duration`` seconds at the task directly and at the load balancer's DNSName (it resolves
+   through the hosts file to the LB's own address), each after an untimed warm-up, in
+   ``--rounds`` alternating rounds against the same container;
+5. prints every run (req/s, p99, errors, and the CPU, as a percentage of one core, of the whole
+   machine, the task's container cgroup, HAProxy, wrk and everything else, with the load average),
+   then the median run of each side, the ratio, whether the goal holds (>= 0.8x direct with one
+   target), the load average at start and end, and a last line ``BENCH_JSON {...}``.
+
+Both sides open one TCP connection to the container per request (busybox httpd closes after each
+answer): wrk does it directly, HAProxy does it for wrk's keep-alive connections. Their kernel work
+is charged to wrk in the direct runs and to HAProxy through the load balancer; the machine's two
+cores are saturated either way, so the ratio is about the CPU each request costs on both paths.
 
 (a) constant load during a rolling deployment, in the same server before (b):
 
@@ -44,6 +52,7 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -121,7 +130,7 @@ def dockyard_server(workdir: Path, network: str) -> Iterator[str]:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {(workdir / 'server.log').read_text()[-2000:]}")
             with urllib.request.urlopen(endpoint + "/_dockyard/health", timeout=1) as r:
-                return r.status == 200
+                return bool(r.status == 200)
 
         wait_until(up, 30, "dockyard server")
         yield endpoint
@@ -137,7 +146,7 @@ def dockyard_server(workdir: Path, network: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def busybox_task() -> Iterator[int]:
+def busybox_task() -> Iterator[tuple[int, str]]:
     """A busybox httpd container published on 127.0.0.1: what a bridge-mode task looks like."""
     port = free_port()
     name = f"dockyard-bench-lb-{uuid.uuid4().hex[:10]}"
@@ -165,7 +174,7 @@ def busybox_task() -> Iterator[int]:
         wait_until(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).status == 200, 30, "task"
         )
-        yield port
+        yield port, name
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
 
@@ -176,6 +185,52 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 def _ms(text: str) -> float:
     m = re.match(r"([\d.]+)(us|ms|s)", text)
     return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores, /proc/stat: everything but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of one process (all its threads); 0 when it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def container_cpu_s(name: str) -> float:
+    """CPU seconds of a container's cgroup (cgroup v1 cpuacct or v2 cpu.stat), forks included."""
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", name], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpuacct" in controllers.split(","):
+            for mount in ("cpuacct", "cpu,cpuacct"):
+                usage = Path(f"/sys/fs/cgroup/{mount}{path}/cpuacct.usage")
+                if usage.exists():
+                    return int(usage.read_text()) / 1e9
+        if controllers == "":
+            stat = Path(f"/sys/fs/cgroup{path}/cpu.stat")
+            if stat.exists():
+                return int(stat.read_text().split()[1]) / 1e6  # usage_usec
+    return float("nan")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this script's waited-for children (wrk)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str, float]:
@@ -407,9 +462,16 @@ def _kill_and_watch(
         if before is not None:  # a pick between this and the first sample after the kill counts as late
             samples.append((time.time(), *before))
         milestones = _milestones(endpoint, cluster, victim["taskArn"], tg_arn, (instance_id, host_port))
-        subprocess.run(["docker", "kill", container], check=True, capture_output=True, timeout=60)
+        # sampled while ``docker kill`` runs: the CLI can take seconds to return on a loaded machine,
+        # long after the die event (sampling only after it returned misdated what HAProxy did)
+        killer = subprocess.Popen(
+            ["docker", "kill", container], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        kill_returned = float("nan")
         deadline = time.time() + 20
         while time.time() < deadline:
+            if kill_returned != kill_returned and killer.poll() is not None:  # NaN: not yet
+                kill_returned = time.time()
             stat = _server_stats(sock, server)
             samples.append((time.time(), *(stat or ("GONE", samples[-1][2] if samples else 0))))
             if stat is None or stat[0].startswith(("DRAIN", "MAINT")):
@@ -417,6 +479,11 @@ def _kill_and_watch(
             time.sleep(0.05)
         time.sleep(1)
         seen = milestones()
+        _, err = killer.communicate(timeout=60)
+        if kill_returned != kill_returned:
+            kill_returned = time.time()
+        if killer.returncode:
+            raise RuntimeError(f"docker kill failed: {err.strip()}")
         assert events.stdout is not None
         died = int(events.stdout.readline().strip()) / 1e9
     finally:
@@ -433,6 +500,7 @@ def _kill_and_watch(
         "deregistered_after_die_s": round(seen["deregistered"] - died, 3) if "deregistered" in seen else None,
         "in_rotation_after_die_s": round(out_at - died, 3),
         "last_request_after_die_s": round(max(after), 3) if after else 0.0,
+        "docker_kill_returned_after_die_s": round(kill_returned - died, 3),
         "final_status": samples[-1][1] if samples else None,
         "requests": load.get("requests", 0.0),
         "failed_requests": load.get("errors", 0.0),
@@ -544,7 +612,7 @@ def rolling_deployment(endpoint: str, workdir: Path, args: argparse.Namespace) -
     return out
 
 
-def part_b(endpoint: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def part_b(endpoint: str, workdir: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     elbv2 = boto3.client(
         "elbv2",
         endpoint_url=endpoint,
@@ -572,23 +640,51 @@ def part_b(endpoint: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]
             Port=80,
             DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
         )
-        with busybox_task() as port:
+        with busybox_task() as (port, container):
             elbv2.register_targets(
                 TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": "127.0.0.1", "Port": port}]
             )
 
             def healthy() -> bool:
                 out = elbv2.describe_target_health(TargetGroupArn=tg["TargetGroupArn"])
-                return out["TargetHealthDescriptions"][0]["TargetHealth"]["State"] == "healthy"
+                return bool(out["TargetHealthDescriptions"][0]["TargetHealth"]["State"] == "healthy")
 
             wait_until(healthy, 40, "target healthy")
             urls = {"direct": f"http://127.0.0.1:{port}/", "via LB": f"http://{lb['DNSName']}/"}
+            lb_dir = workdir / "state" / "lb" / lb["LoadBalancerArn"].rsplit("/", 1)[1]
             runs: dict[str, list[dict[str, float]]] = {label: [] for label in urls}
-            for _ in range(args.rounds):  # alternate, so that drift in the machine's load hits both
+            print(
+                f"(b) {args.rounds} alternating rounds of {args.duration} s, {args.connections} connections"
+            )
+            for n in range(args.rounds):  # alternate, so that drift in the machine's load hits both
                 for label, url in urls.items():
                     if args.warmup:
                         run_wrk(url, args.warmup, args.connections, args.threads)
-                    runs[label].append(run_wrk(url, args.duration, args.connections, args.threads))
+                    haproxy = int((lb_dir / "haproxy.pid").read_text())
+                    before = (machine_busy_s(), process_cpu_s(haproxy), container_cpu_s(container))
+                    wrk0, t0 = children_cpu_s(), time.monotonic()
+                    run = run_wrk(url, args.duration, args.connections, args.threads)
+                    elapsed = time.monotonic() - t0
+                    after = (machine_busy_s(), process_cpu_s(haproxy), container_cpu_s(container))
+                    wrk_s = children_cpu_s() - wrk0
+                    busy, lb_s, task_s = (b - a for a, b in zip(before, after, strict=True))
+                    run |= {
+                        "cpu_machine_pct": 100 * busy / elapsed,
+                        "cpu_haproxy_pct": 100 * lb_s / elapsed,
+                        "cpu_task_pct": 100 * task_s / elapsed,
+                        "cpu_wrk_pct": 100 * wrk_s / elapsed,
+                        "cpu_other_pct": 100 * (busy - lb_s - task_s - wrk_s) / elapsed,
+                        "load1": os.getloadavg()[0],
+                    }
+                    runs[label].append(run)
+                    print(
+                        f"    round {n + 1} {label:<7} {run.get('rps', 0.0):>8.0f} req/s  p99 "
+                        f"{run.get('p99', float('nan')):>7.2f} ms  errors {run['errors']:.0f}  CPU % of a "
+                        f"core: machine {run['cpu_machine_pct']:.0f}, task {run['cpu_task_pct']:.0f}, "
+                        f"haproxy {run['cpu_haproxy_pct']:.0f}, wrk {run['cpu_wrk_pct']:.0f}, other "
+                        f"{run['cpu_other_pct']:.0f}; load {run['load1']:.2f}",
+                        flush=True,
+                    )
         return {label: _median(r) for label, r in runs.items()}
     finally:
         elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
@@ -619,10 +715,11 @@ def main() -> None:
             sys.exit(f"{tool} is needed (scripts/setup.sh installs it)")
 
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-lb-"))
+    load_start = os.getloadavg()
     try:
         with dockyard_server(workdir, args.network) as endpoint:
             deployment = None if args.skip_a else rolling_deployment(endpoint, workdir, args)
-            results = None if args.skip_b else part_b(endpoint, args)
+            results = None if args.skip_b else part_b(endpoint, workdir, args)
     finally:
         if args.keep_workdir:
             print(f"workdir kept: {workdir}")
@@ -637,16 +734,32 @@ def main() -> None:
             f"\n(b) one busybox httpd task, {args.connections} connections, median of {args.rounds} "
             f"alternating runs of {args.duration} s"
         )
-        print(f"{'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        print(
+            f"{'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   "
+            "CPU % of a core in that run (task/haproxy/wrk/other)"
+        )
         for label, r in results.items():
             p50, p99 = r.get("p50", float("nan")), r.get("p99", float("nan"))
-            rounds = r["rounds_rps"]
+            cpu = "/".join(f"{r[f'cpu_{k}_pct']:.0f}" for k in ("task", "haproxy", "wrk", "other"))
             print(
-                f"{label:<8} {r['rps']:>10.0f} {p50:>8.2f} {p99:>8.2f} {r['errors']:>7.0f}   runs: {rounds}"
+                f"{label:<8} {r['rps']:>10.0f} {p50:>8.2f} {p99:>8.2f} {r['errors']:>7.0f}   {cpu:<16} "
+                f"runs: {r['rounds_rps']}"
             )
         verdict = "HOLDS" if ratio >= RATIO_GOAL and via["errors"] == 0 else "MISSED"
         print(f"goal: via LB >= {RATIO_GOAL}x direct req/s, no errors: {ratio:.2f}x -> {verdict}")
-    summary: dict[str, Any] = {"b": results, "ratio": ratio, "goal_b": verdict, "a": deployment}
+    load_end = os.getloadavg()
+    print(
+        f"machine: {os.cpu_count()} CPUs shared by wrk, HAProxy, the task, dockerd and the server; load "
+        f"average (1/5/15 min) at start {'/'.join(f'{v:.2f}' for v in load_start)}, at end "
+        f"{'/'.join(f'{v:.2f}' for v in load_end)}"
+    )
+    summary: dict[str, Any] = {
+        "b": results,
+        "ratio": ratio,
+        "goal_b": verdict,
+        "a": deployment,
+        "machine": {"cpu_count": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": load_end},
+    }
     if deployment is not None:
         print_a(deployment)
         killed = deployment["killed"]
@@ -675,7 +788,8 @@ def print_a(a: dict[str, Any]) -> None:
     )
     print(
         f"    after the die event: STOPPED in the API {k['stopped_in_api_after_die_s']} s, target draining "
-        f"{k['deregistered_after_die_s']} s, out of HAProxy's rotation {k['in_rotation_after_die_s']} s"
+        f"{k['deregistered_after_die_s']} s, out of HAProxy's rotation {k['in_rotation_after_die_s']} s "
+        f"(the docker kill command returned after {k['docker_kill_returned_after_die_s']} s)"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -9,8 +10,18 @@ import subprocess
 import pytest
 
 from dockyard.domain.target_groups import HealthCheck
-from dockyard.lb.config import Paths, host_regex, path_regex, render, server_args, status_regex
+from dockyard.lb.config import (
+    Paths,
+    RenderOptions,
+    host_regex,
+    path_regex,
+    render,
+    server_args,
+    source_arg,
+    status_regex,
+)
 from dockyard.lb.model import BackendSpec, FrontendSpec, LbSpec, RouteSpec, ServerSpec
+from dockyard.lb.settings import resolve_source_ports
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 HTTP_CHECK = HealthCheck("HTTP", "traffic-port", "/health", 5, 2, 2, 3, "200-202")
@@ -111,8 +122,46 @@ def test_host_patterns_ignore_case_and_port():
     assert re.match(status_regex("200,202-203"), "203") and not re.match(status_regex("200,202-203"), "201")
 
 
-def test_haproxy_accepts_the_rendered_configuration(tmp_path):
+def test_source_ports_stay_below_the_ephemeral_range_and_off_the_listeners():
+    below = RenderOptions(source_ports=(1024, 32767))
+    # listening on its source address (ports 80 and 9000): the range starts above 9000
+    assert source_arg(spec(), below) == "127.100.0.7:9001-32767"
+    assert source_arg(dataclasses.replace(spec(), source="127.100.0.8"), below) == "127.100.0.8:1024-32767"
+    assert source_arg(dataclasses.replace(spec(), source="10.0.1.5"), below) == ""  # a subnet's: no NAT
+    assert source_arg(spec(), RenderOptions()) == ""  # the kernel picks
+    assert source_arg(spec(), RenderOptions(source_ports=(8000, 9500))) == ""  # too few ports left
+    text = render(spec(), Paths("/a", "/b"), below)
+    assert "server c_8080 127.0.0.5:8080 check inter 5s rise 2 fall 3 port 9000 slowstart 30s source " in text
+    assert text.count(" source 127.100.0.7:9001-32767") == 4  # every server line
+    web = spec().backend("tg-web-1")
+    assert web is not None
+    assert server_args(web, web.servers[0], "127.100.0.7:9001-32767").endswith(
+        " source 127.100.0.7:9001-32767"
+    )
+
+
+def test_ephemeral_low_reads_the_kernel_range(tmp_path):
+    from dockyard.lb.reconciler import ephemeral_low
+
+    (tmp_path / "range").write_text("32768\t60999\n")
+    assert ephemeral_low(tmp_path / "range") == 32768
+    assert ephemeral_low(tmp_path / "missing") is None
+
+
+def test_resolve_source_ports():
+    assert resolve_source_ports("auto", 32768) == (1024, 32767)
+    assert resolve_source_ports("auto", 1024) is None and resolve_source_ports("auto", None) is None
+    assert resolve_source_ports("kernel", 32768) is None and resolve_source_ports("", 32768) is None
+    assert resolve_source_ports(" 2000-3000 ", 32768) == (2000, 3000)
+    for bad in ("1024", "3000-2000", "0-10", "1-70000", "a-b"):
+        with pytest.raises(ValueError):
+            resolve_source_ports(bad, 32768)
+
+
+@pytest.mark.parametrize("source_ports", [None, (1024, 32767)])
+def test_haproxy_accepts_the_rendered_configuration(tmp_path, source_ports):
     config = tmp_path / "haproxy.cfg"
-    config.write_text(render(spec(), Paths(str(tmp_path / "admin.sock"), str(tmp_path / "state"))))
+    paths = Paths(str(tmp_path / "admin.sock"), str(tmp_path / "state"))
+    config.write_text(render(spec(), paths, RenderOptions(source_ports=source_ports)))
     out = subprocess.run([HAPROXY, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr

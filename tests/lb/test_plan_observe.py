@@ -66,6 +66,10 @@ def test_plan_converges_every_case():
     ]
     assert enable_batch("be", "x") == "enable health be/x;enable server be/x;set server be/x health down"
     assert plan(spec(s("up_1", "127.0.0.1", 1)), {k: v for k, v in observed.items() if k[1] == "up_1"}) == []
+    # a source port range (config.source_arg) rides on every added server, as on the server lines
+    assert plan(spec(s("new_7", "127.0.0.7", 7)), {}, "127.100.0.1:1024-32767")[0] == (
+        "add server be/new_7 127.0.0.7:7 check inter 5s rise 2 fall 2 source 127.100.0.1:1024-32767"
+    )
 
 
 def test_parse_stat_and_judge():

@@ -11,7 +11,8 @@ Shape of the file::
         use_backend <tg> if r<prio>_path r<prio>_host   conditions AND, rules by priority
         default_backend <tg>
     backend tg-<name>-<id>     one per target group in use: balance, ``source <lb source address>``,
-        health check (option httpchk / tcp), server lines for the registered targets
+        health check (option httpchk / tcp), server lines for the registered targets (each with
+        ``source <address>:<port range>`` when ``source_arg`` gives one)
 
 Dynamic servers ignore ``default-server``, so every server line (and every runtime ``add server``)
 carries the full check settings: ``server_args`` builds them once for both.
@@ -22,6 +23,7 @@ a letter or digit, inside single quotes: nothing in a pattern can end the quote 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,6 +46,13 @@ class RenderOptions:
     connect_timeout_ms: int = 100
     hard_stop_after: int = 60  # seconds an old process may keep serving after a reload
     nbthread: int | None = None
+    # Source ports HAProxy takes toward targets (``source_arg``); None lets the kernel pick them
+    # from its ephemeral range.
+    source_ports: tuple[int, int] | None = None
+
+
+# Fewer free source ports than this and HAProxy's own allocation is not worth it: the kernel picks.
+MIN_SOURCE_PORTS = 1024
 
 
 def _quote(text: str) -> str:
@@ -74,8 +83,36 @@ def status_regex(matcher: str) -> str:
     return "^(?:" + "|".join(dict.fromkeys(codes)) + ")$"
 
 
-def server_args(backend: BackendSpec, server: ServerSpec) -> str:
-    """Everything after the server's name, for a ``server`` line and for ``add server`` alike."""
+def source_arg(spec: LbSpec, options: RenderOptions) -> str:
+    """``<source address>:<low>-<high>`` for every server, or "" (the backend's ``source`` line only).
+
+    Targets published on a host port sit behind Docker's DNAT and MASQUERADE: every connection
+    reaches the container from the bridge's gateway address, keeping its source port when it can.
+    HAProxy's connections and those of any other local client (a health probe, a user's curl, a
+    benchmark) then share one port space at the container, whose TIME_WAIT sockets outlive the
+    kernel's reuse of a port by the other client. SYNs landing on the other client's sockets were
+    dropped (HAProxy's connects timed out and were retried, a plain client waits 1 s for its SYN
+    to be resent), more and more while both were busy (bench/lb.py). ``options.source_ports`` is
+    therefore a range below the kernel's ephemeral range (HAProxy hands its ports out in turn, each
+    reused only after all the others), minus the listeners' ports when the load balancer listens on
+    its source address (a port it listens on cannot be bound again).
+
+    Only for a loopback source: a subnet address (awsvpc) is the load balancer's alone and reaches
+    task addresses without NAT, and there a port HAProxy closed first would sit in TIME_WAIT that
+    the kernel (``tcp_tw_reuse`` = 2: loopback only) does not let a new connection take over."""
+    if options.source_ports is None or not ipaddress.ip_address(spec.source_address).is_loopback:
+        return ""
+    low, high = options.source_ports
+    if spec.source_address == spec.address:
+        low = max([low, *(fe.port + 1 for fe in spec.frontends if low <= fe.port <= high)])
+    if high - low + 1 < MIN_SOURCE_PORTS:
+        return ""
+    return f"{spec.source_address}:{low}-{high}"
+
+
+def server_args(backend: BackendSpec, server: ServerSpec, source: str = "") -> str:
+    """Everything after the server's name, for a ``server`` line and for ``add server`` alike
+    (``source``: ``source_arg``, "" for none)."""
     hc = backend.health_check
     args = [
         f"{server.address}:{server.port}",
@@ -90,6 +127,8 @@ def server_args(backend: BackendSpec, server: ServerSpec) -> str:
         args.append(f"slowstart {backend.slow_start}s")
     if backend.proxy_protocol:
         args.append("send-proxy-v2")
+    if source:
+        args.append(f"source {source}")
     return " ".join(args)
 
 
@@ -117,7 +156,7 @@ def _frontend(spec: LbSpec, fe: FrontendSpec) -> list[str]:
     return lines
 
 
-def _backend(spec: LbSpec, be: BackendSpec, enabled: Callable[[str, str], bool]) -> list[str]:
+def _backend(spec: LbSpec, be: BackendSpec, enabled: Callable[[str, str], bool], source: str) -> list[str]:
     hc = be.health_check
     lines = [
         f"backend {be.name}",
@@ -133,7 +172,7 @@ def _backend(spec: LbSpec, be: BackendSpec, enabled: Callable[[str, str], bool])
         lines.append("    retry-on conn-failure empty-response junk-response")
     for server in be.servers:
         off = "" if enabled(be.name, server.name) else " disabled"
-        lines.append(f"    server {server.name} {server_args(be, server)}{off}")
+        lines.append(f"    server {server.name} {server_args(be, server, source)}{off}")
     return lines
 
 
@@ -170,6 +209,7 @@ def render(
     ]
     for fe in spec.frontends:
         lines += ["", *_frontend(spec, fe)]
+    source = source_arg(spec, options)
     for be in spec.backends:
-        lines += ["", *_backend(spec, be, enabled)]
+        lines += ["", *_backend(spec, be, enabled, source)]
     return "\n".join(lines) + "\n"

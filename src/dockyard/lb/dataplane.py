@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.domain.target_groups import HEALTHY
-from dockyard.lb.config import Paths, RenderOptions, render
+from dockyard.lb.config import Paths, RenderOptions, render, source_arg
 from dockyard.lb.model import LbSpec
 from dockyard.lb.observe import Verdict, judge, parse_servers_state, parse_stat
 from dockyard.lb.plan import plan
@@ -103,7 +103,7 @@ class DataPlane:
     async def _converge(self, spec: LbSpec) -> None:
         observed = parse_servers_state(await self.process.admin.send("show servers state"))
         failed = False
-        for command in plan(spec, observed):
+        for command in plan(spec, observed, source_arg(spec, self.options)):
             answer = (await self.process.admin.send(command)).strip()
             if answer and not answer.startswith(("New server registered", "Server deleted")):
                 # e.g. "del server" refused while idle connections remain: tried again next tick

@@ -35,7 +35,8 @@ def remove_batch(backend: str, server: str) -> str:
     return f"set server {target} state maint;shutdown sessions server {target};del server {target}"
 
 
-def plan(spec: LbSpec, observed: Mapping[tuple[str, str], ServerState]) -> list[str]:
+def plan(spec: LbSpec, observed: Mapping[tuple[str, str], ServerState], source: str = "") -> list[str]:
+    """``source``: what ``config.source_arg`` gives for the spec, carried by every added server."""
     commands: list[str] = []
     desired = spec.servers()
     known_backends = {b.name for b in spec.backends}
@@ -49,7 +50,7 @@ def plan(spec: LbSpec, observed: Mapping[tuple[str, str], ServerState]) -> list[
                 commands.append(remove_batch(be.name, server.name))
                 state = None
             if state is None:
-                commands.append(f"add server {be.name}/{server.name} {server_args(be, server)}")
+                commands.append(f"add server {be.name}/{server.name} {server_args(be, server, source)}")
                 if not server.draining:
                     commands.append(enable_batch(be.name, server.name))
                 continue

@@ -36,12 +36,20 @@ from dockyard.lb.hosts import write_hosts
 from dockyard.lb.model import LbSpec, Snapshot, build_specs, next_deadline
 from dockyard.lb.process import remove_directory
 from dockyard.lb.records import encode, list_all
-from dockyard.lb.settings import LbSettings
-from dockyard.lb.vpc import SubnetAddresses
+from dockyard.lb.settings import LbSettings, resolve_source_ports
+from dockyard.lb.vpc import SubnetAddresses, reap_stale
 from dockyard.store.base import MAX_TXN_OPS, Compacted, Delete, EventType, KeyValue, Put, StateStore
 
 log = logging.getLogger("dockyard.lb")
 _DECODED = (keys.LOAD_BALANCERS, keys.TARGET_GROUPS, keys.LISTENERS, keys.RULES, keys.TARGETS)
+
+
+def ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int | None:
+    """The first port of the kernel's ephemeral range (None when it cannot be read)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class LoadBalancerReconciler:
             maxconn=settings.maxconn,
             nbthread=settings.nbthread,
             connect_timeout_ms=settings.connect_timeout_ms,
+            source_ports=resolve_source_ports(settings.source_ports, ephemeral_low()),
         )
         self.planes: dict[str, DataPlane] = {}
         self._docs: dict[str, KeyValue] = {}
@@ -82,6 +91,7 @@ class LoadBalancerReconciler:
     async def run(self) -> None:
         """Reconcile until cancelled; then stop every HAProxy and remove this server's host lines."""
         try:
+            await reap_stale()  # at start: the nft tables and addresses killed servers left go
             while True:
                 try:
                     await self._run_once()

@@ -27,6 +27,24 @@ class LbSettings:
     nbthread: int | None = None
     # HAProxy's connect timeout toward targets (see lb/config.py); raise it for targets on other hosts.
     connect_timeout_ms: int = 100
+    # Source ports HAProxy connects to targets from when its source address is on loopback (see
+    # ``config.source_arg`` for why): "auto" is 1024 up to just below the kernel's ephemeral range,
+    # "LOW-HIGH" a range, "kernel" (or "") lets the kernel pick them from its ephemeral range.
+    source_ports: str = "auto"
+
+
+def resolve_source_ports(value: str, ephemeral_low: int | None) -> tuple[int, int] | None:
+    """``LbSettings.source_ports`` as a range (PURE; ``ephemeral_low``: the kernel's first
+    ephemeral port, None when unknown). Raises ValueError for a malformed value."""
+    value = value.strip()
+    if value in ("", "kernel"):
+        return None
+    if value == "auto":
+        return (1024, ephemeral_low - 1) if ephemeral_low is not None and ephemeral_low > 1024 else None
+    low, sep, high = value.partition("-")
+    if not sep or not low.isdigit() or not high.isdigit() or not 0 < int(low) <= int(high) <= 65535:
+        raise ValueError(f"source ports must be auto, kernel or LOW-HIGH (1-65535), not {value!r}")
+    return int(low), int(high)
 
 
 def settings_of(extras: dict[str, object]) -> LbSettings:
