@@ -168,13 +168,15 @@ class Server:
 
 
 PROFILE: list[str] = []  # --profile DIR: record the servers with py-spy (collapsed stacks)
+SERVER_PYTHON_ARGS: list[str] = []  # --server-python-args: e.g. "-m cProfile -o FILE" (an experiment)
 
 
 def start_server(workdir: Path, name: str, store: str, env: dict[str, str]) -> Server:
     port = free_port()
     state = workdir / name
     state.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "dockyard.cli.main", "server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, *SERVER_PYTHON_ARGS, "-m", "dockyard.cli.main", "server"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
 
     cmd += ["--state-dir", str(state), "--store", store, "--log-level", "info", "--agent-timeout", "120"]
     proc = spawn(name, cmd, workdir / f"{name}.log", env)
@@ -543,7 +545,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="100 instances, 1,000 tasks")
     p.add_argument("--keep-workdir", action="store_true")
     p.add_argument("--profile", metavar="DIR", help="record each server with py-spy into DIR")
+    p.add_argument(
+        "--server-python-args",
+        default="",
+        metavar="ARGS",
+        help='interpreter arguments for the servers (before -m dockyard.cli.main), e.g. "-X dev"',
+    )
     args = p.parse_args()
+    SERVER_PYTHON_ARGS.extend(args.server_python_args.split())
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         PROFILE.append(args.profile)

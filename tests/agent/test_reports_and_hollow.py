@@ -4,6 +4,7 @@ the poll interval, and hollow agents (N instances in one process), against the f
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 from pathlib import Path
@@ -181,10 +182,12 @@ async def test_hollow_agents_run_n_instances_in_one_process(fake, tmp_path):  # 
         await until(lambda: all(fake.status(a) == "RUNNING" for a in arns), what="all RUNNING")
         await until(lambda: hollow.running_tasks() == 18, what="18 running")
         assert sum(fake.report_batches) >= 18 and hollow.stats.polls >= 12  # one shared ReportStats
+        assert not gc.isenabled()  # registered: collection goes in steps (hollow._collect_in_steps)
         first = [e.instance_arn for e in engines]
     finally:
         job.cancel()
         await asyncio.gather(job, return_exceptions=True)
+    assert gc.isenabled()
     # each instance keeps its identity in its own state dir: a restart registers the same ones
     assert sorted(p.name for p in (tmp_path / "hollow").iterdir()) == [f"instance-{n:05d}" for n in range(6)]
     again = HollowAgents(template, 6)

@@ -269,3 +269,33 @@ def test_a_restarted_server_brings_its_load_balancers_back(tmp_path, backends, u
         stack.delete()
     finally:
         srv.stop()
+
+
+def test_target_changes_go_through_the_runtime_api_without_a_reload(
+    elbv2, lb_server, backends, stacks, unique
+):
+    """RegisterTargets / DeregisterTargets change HAProxy's servers at runtime: the serving process
+    (its pid) and its configuration file stay the same while targets come and go."""
+    stack = make_stack(elbv2, unique)
+    stacks.append(stack)
+    elbv2.modify_target_group_attributes(
+        TargetGroupArn=stack.tg["TargetGroupArn"],
+        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "0"}],
+    )
+    first, second = start_backend(f"{unique}-1"), start_backend(f"{unique}-2")
+    backends += [first, second]
+    stack.register(stack.tg, first)
+    stack.wait_healthy(stack.tg, first)
+    directory = lb_directory(lb_server, stack)
+    pid, config = (directory / "haproxy.pid").read_text(), (directory / "haproxy.cfg").read_text()
+
+    stack.register(stack.tg, second)
+    stack.wait_healthy(stack.tg, second)
+    wait_until(lambda: set(spread(stack, 10)) == {first.id, second.id}, timeout=10, what="both serve")
+    elbv2.deregister_targets(
+        TargetGroupArn=stack.tg["TargetGroupArn"], Targets=[{"Id": first.host, "Port": first.port}]
+    )
+    wait_until(lambda: set(spread(stack, 6)) == {second.id}, timeout=10, what="first target gone")
+
+    assert (directory / "haproxy.pid").read_text() == pid  # the same process: no reload, no restart
+    assert (directory / "haproxy.cfg").read_text() == config

@@ -110,3 +110,61 @@ def test_allocation_records_keep_groups_and_read_old_documents():
     grown = old.with_tasks({"t2": Resources(1, 1)}, {"t2": "g"})
     assert Allocation.from_document(orjson.loads(orjson.dumps(grown.to_document()))) == grown
     assert grown.group_counts() == {"g": 1} and grown.without(["t2"]).groups == {}
+
+
+async def test_running_counts_and_releases_keep_the_index_equal_to_a_relisted_one(env):  # type: ignore[no-untyped-def]
+    """Views re-built only in their running count (the registration and record unchanged) match
+    views built from scratch."""
+    store, cache = env
+    for name in "abc":
+        await add_instance(store, name, memory=500, attributes={"zone": name})
+    ask = TaskAsk(Resources(0, 100))
+    outcome = await place_tasks(store, cache, SCOPE, [ask] * 6, builder(ask, "g"), rng=random.Random(2))
+    await cache.sync()
+    before = {n: view(cache, n) for n in "abc"}
+    for i, task in enumerate(outcome.tasks):
+        found = await read_task(store, SCOPE, task.id)
+        assert found is not None
+        status = TaskStatus.RUNNING if i % 3 else TaskStatus.STOPPED
+        await write_task(store, SCOPE, found[1], replace(found[0], last_status=status), release=not i % 3)
+    await cache.sync()
+    for n in "abc":  # the attribute map was not copied again when only the running count moved
+        if view(cache, n).revision == before[n].revision:
+            assert view(cache, n).attributes is before[n].attributes
+    assert sum(view(cache, n).running_tasks for n in "abc") == 4
+    again = ClusterCache(store)
+    again.start()
+    await again.ready()
+    try:
+        await again.sync()
+        assert again.index(SCOPE).views == cache.index(SCOPE).views
+        for field in ("cpu", "memory"):
+            assert list(again.index(SCOPE).sorted_by(field)) == list(cache.index(SCOPE).sorted_by(field))
+    finally:
+        await again.close()
+
+
+async def test_what_this_process_wrote_is_kept_as_written_not_decoded_again(env):  # type: ignore[no-untyped-def]
+    store, cache = env
+    await add_instance(store, "a", memory=500)
+    ask = TaskAsk(Resources(0, 100))
+    outcome = await place_tasks(store, cache, SCOPE, [ask] * 2, builder(ask, "g"), rng=random.Random(3))
+    await cache.sync()
+    assert all(cache.task(SCOPE, t.id) is t for t in outcome.tasks)
+    task = outcome.tasks[0]
+    # a hint whose bytes are not what was stored (its write lost, another writer won) is ignored
+    key = keys.task(SCOPE, task.id)
+    other = replace(task, last_status=TaskStatus.RUNNING)
+    cache.expect(key, b"{}", replace(task, last_status=TaskStatus.STOPPED))
+    await store.txn([], [Put(key, orjson.dumps(other.to_document()))])
+    await cache.sync()
+    held = cache.task(SCOPE, task.id)
+    assert held == other and held is not other
+    # a hint of the wrong kind is ignored as well
+    alloc = cache.allocation(SCOPE, "a")
+    assert alloc is not None
+    raw = orjson.dumps(alloc.value.to_document())
+    cache.expect(keys.allocation(SCOPE, "a"), raw, task)
+    await store.txn([], [Put(keys.allocation(SCOPE, "a"), raw)])
+    await cache.sync()
+    assert cache.allocation(SCOPE, "a").value == alloc.value  # type: ignore[union-attr]

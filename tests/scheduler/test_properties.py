@@ -220,21 +220,29 @@ def test_the_index_picks_what_a_full_scan_would(views, tasks, strategy, data):  
 @FAST
 @given(
     instances(max_size=8),
-    st.lists(st.tuples(st.integers(0, 7), st.booleans(), st.integers(0, 4)), max_size=30),
+    st.lists(st.tuples(st.integers(0, 7), st.sampled_from("rgn"), st.integers(0, 4)), max_size=30),
 )
 def test_the_index_kept_current_equals_one_built_from_scratch(views, changes):  # type: ignore[no-untyped-def]
+    """r: removed; g: groups and status changed (re-filed); n: only the running count changed (the
+    index swaps the view without re-filing it)."""
     live = InstanceIndex(views)
     live.attribute_buckets("zone")  # built early: must be kept current too
     current = {v.arn: v for v in views}
-    for position, remove, count in changes:
+    for position, kind, count in changes:
         if not views:
             break
         v = views[position % len(views)]
-        if remove:
+        if kind == "r":
             live.remove(v.arn)
             current.pop(v.arn, None)
         else:
-            changed = _with(v, v.remaining, {GROUP: count}, status="ACTIVE" if count % 2 else "DRAINING")
+            base = current.get(v.arn, v)
+            if kind == "g":
+                changed = _with(
+                    base, base.remaining, {GROUP: count}, status="ACTIVE" if count % 2 else "DRAINING"
+                )
+            else:
+                changed = _with(base, base.remaining, dict(base.groups), running_tasks=count)
             live.put(changed)
             current[v.arn] = changed
     fresh = InstanceIndex(current.values())

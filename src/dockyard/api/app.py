@@ -12,9 +12,10 @@ nowhere else; anything unexpected becomes ``ServerException`` (500) and is logge
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,6 +50,23 @@ ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 AGENT_TARGET_PREFIX = "DockyardAgentV1."  # docs/agent-protocol.md: not in the ECS model, validated by hand
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]{1,256})/")
+_JSON_HEADERS = [(b"content-type", JSON_CONTENT_TYPE.encode())]
+
+
+class _RequestIds:
+    """Request ids in UUID form: a random 80-bit prefix per process and a counter, unique without
+    asking the system for randomness on every request (uuid4 was a percent of a request)."""
+
+    def __init__(self) -> None:
+        prefix = os.urandom(10).hex()
+        self._prefix = f"{prefix[:8]}-{prefix[8:12]}-4{prefix[13:16]}-{prefix[16:20]}-"
+        self._counter = itertools.count(int.from_bytes(os.urandom(3), "big") << 24)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+new_request_id = _RequestIds().next
 
 
 @dataclass
@@ -58,13 +76,13 @@ class ApiConfig:
 
 
 def _error(exc: DockyardError, request_id: str) -> Response:
+    status, body, headers = _error_parts(exc, request_id)
+    return Response(body, status_code=status, media_type=JSON_CONTENT_TYPE, headers=dict(headers))
+
+
+def _error_parts(exc: DockyardError, request_id: str) -> tuple[int, bytes, list[tuple[str, str]]]:
     body = orjson.dumps({"__type": exc.code, "message": exc.message})
-    return Response(
-        body,
-        status_code=exc.status,
-        media_type=JSON_CONTENT_TYPE,
-        headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": exc.code},
-    )
+    return exc.status, body, [("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", exc.code)]
 
 
 class EcsApi:
@@ -79,24 +97,41 @@ class EcsApi:
         env.extras.setdefault(CREDENTIALS, keyring)  # RegisterContainerInstance issues agent keys
 
     async def respond(self, request: Request) -> Response:
-        request_id = str(uuid.uuid4())
+        status, body, headers = await self.answer(
+            request.method,
+            request.scope.get("raw_path", request.url.path.encode()),
+            request.scope.get("query_string", b""),
+            {k.lower(): v for k, v in request.headers.items()},
+            await request.body(),
+        )
+        return Response(body, status_code=status, media_type=JSON_CONTENT_TYPE, headers=dict(headers))
+
+    async def answer(
+        self, method: str, raw_path: bytes, query: bytes, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, list[tuple[str, str]]]:
+        """One request from its parts (``headers``: lower-case names): status, JSON body, headers."""
+        request_id = new_request_id()
         try:
-            body = await request.body()
-            payload = await self.handle(request, body, request_id)
-            return Response(
-                orjson.dumps(payload), media_type=JSON_CONTENT_TYPE, headers={"x-amzn-RequestId": request_id}
-            )
+            payload = await self.handle(method, raw_path, query, headers, body, request_id)
+            return 200, orjson.dumps(payload), [("x-amzn-RequestId", request_id)]
         except DockyardError as exc:
             if exc.status >= 500:
                 log.error("request %s failed: %s", request_id, exc.message)
-            return _error(exc, request_id)
+            return _error_parts(exc, request_id)
         except Exception:
             log.exception("request %s: unexpected server error", request_id)
-            return _error(DockyardError("An internal error occurred; see the server log."), request_id)
+            return _error_parts(DockyardError("An internal error occurred; see the server log."), request_id)
 
-    async def handle(self, request: Request, body: bytes, request_id: str) -> dict[str, Any]:
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        principal = await self.authenticate(request, headers, body)
+    async def handle(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: dict[str, str],
+        body: bytes,
+        request_id: str,
+    ) -> dict[str, Any]:
+        principal = await self.verify(method, raw_path, query, headers, body)
         operation, modelled = self.operation_of(headers.get("x-amz-target", ""))
         try:
             params = orjson.loads(body) if body.strip() else {}
@@ -129,6 +164,14 @@ class EcsApi:
         raise UnknownOperation(f"Unknown operation {target[:200]!r}")
 
     async def authenticate(self, request: Request, headers: dict[str, str], body: bytes) -> _Caller:
+        """SigV4 and the KeyRing for the other protocols (``form_protocol``)."""
+        raw_path = request.scope.get("raw_path", request.url.path.encode())
+        query = request.scope.get("query_string", b"")
+        return await self.verify(request.method, raw_path, query, headers, body)
+
+    async def verify(
+        self, method: str, raw_path: bytes, query: bytes, headers: dict[str, str], body: bytes
+    ) -> _Caller:
         auth = headers.get("authorization")
         if not auth:
             raise MissingAuthenticationToken("Missing Authentication Token")
@@ -137,9 +180,9 @@ class EcsApi:
         if m and issued is None:
             raise UnrecognizedClient("The security token included in the request is invalid.")
         signed = sigv4.verify(
-            request.method,
-            request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?", 1)[0],
-            request.url.query,
+            method,
+            raw_path.decode("latin-1").split("?", 1)[0],
+            query.decode("latin-1"),
             headers,
             body,
             lookup_secret=lambda key_id: (
@@ -223,7 +266,7 @@ def create_app(
         ],
         lifespan=lifespan,
     )
-    return FastPath(app, dispatch)
+    return FastPath(app, dispatch, api)
 
 
 class FastPath:
@@ -231,15 +274,66 @@ class FastPath:
 
     The handlers map every error to an AWS response themselves, so the API's hot path skips
     Starlette's routing and its two exception middlewares (measured: about a fifth of a request).
+    A header-signed ECS JSON request (the SDKs' and the agents' calls) skips Starlette's Request and
+    Response objects too: headers, body and answer go between the ASGI messages and ``EcsApi.answer``
+    directly.
     """
 
-    def __init__(self, app: Starlette, handler: Callable[[Request], Coroutine[Any, Any, Response]]) -> None:
+    def __init__(
+        self,
+        app: Starlette,
+        handler: Callable[[Request], Coroutine[Any, Any, Response]],
+        ecs: EcsApi | None = None,
+    ) -> None:
         self.app = app
         self.handler = handler
+        self.ecs = ecs
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
+            if self.ecs is not None:
+                headers = _lowered(scope["headers"])
+                auth = headers.get("authorization")
+                if auth is not None and _ecs_scope(auth):
+                    await self._ecs(scope, receive, send, self.ecs, headers)
+                    return
             response = await self.handler(Request(scope, receive))
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _ecs(scope: Any, receive: Any, send: Any, api: EcsApi, headers: dict[str, str]) -> None:
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        status, answer, extra = await api.answer(
+            "POST", scope.get("raw_path") or b"/", scope.get("query_string", b""), headers, body
+        )
+        out = [*_JSON_HEADERS, (b"content-length", str(len(answer)).encode())]
+        out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": answer})
+
+
+def _lowered(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """ASGI headers (names already lower-case) as one dict; repeated headers joined with ','."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    return headers
+
+
+_OTHER_SCOPES = (f"/{EC2_SIGNING_NAME}/aws4_request", f"/{SIGNING_NAME}/aws4_request")
+
+
+def _ecs_scope(auth: str) -> bool:
+    """A header-signed request that is neither EC2's nor ELBv2's (``dispatch`` decides alike)."""
+    return not any(scope in auth for scope in _OTHER_SCOPES)

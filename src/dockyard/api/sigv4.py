@@ -156,23 +156,22 @@ def _signature_matches(
     key = signing_key(secret, date, region, service)
     head = f"{ALGORITHM}\n{auth.amz_date}\n{date}/{region}/{service}/{TERMINATOR}\n"
     method_and_path = f"{method.upper()}\n{canonical_path(path)}\n"
-    canonical_headers = "".join(f"{name}:{_trim(headers.get(name, ''))}\n" for name in auth.signed_headers)
+    canonical_headers = "".join([f"{name}:{_trim(headers.get(name, ''))}\n" for name in auth.signed_headers])
     rest = f"\n{canonical_headers}\n{';'.join(auth.signed_headers)}\n{payload_hash}"
     given = auth.signature.encode("utf-8", "surrogatepass")
-
-    def matches(canonical_query: str) -> bool:
-        canonical = method_and_path + canonical_query + rest
-        string_to_sign = head + hashlib.sha256(canonical.encode()).hexdigest()
-        expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected.encode(), given)
-
     # SigV4 signs a normalised query, but botocore signs a URL's query string exactly as written
     # (sorted, not re-encoded): when the two differ ('+', '%7E', ...) try the literal form too.
     normalised = _canonical_query(query_params, auth.presigned)
-    if matches(normalised):
+    if _matches(key, head, method_and_path + normalised + rest, given):
         return True
     literal = _literal_query(query, auth.presigned)
-    return literal != normalised and matches(literal)
+    return literal != normalised and _matches(key, head, method_and_path + literal + rest, given)
+
+
+def _matches(key: bytes, head: str, canonical: str, given: bytes) -> bool:
+    string_to_sign = head + hashlib.sha256(canonical.encode()).hexdigest()
+    expected = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
+    return hmac.compare_digest(expected.encode(), given)
 
 
 @lru_cache(maxsize=4096)

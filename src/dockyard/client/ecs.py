@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 
 from dockyard.client import sigv4
 
@@ -72,7 +73,7 @@ class EcsClient:
         self._session = None
 
     async def call(self, target: str, body: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        raw = json.dumps(body, separators=(",", ":")).encode()
+        raw = orjson.dumps(body)  # (orjson: the agent loads it anyway, via dockyard.domain)
         headers = sigv4.sign(
             method="POST",
             host=self.host,
@@ -93,7 +94,7 @@ class EcsClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise TransportError(f"{type(e).__name__}: {e}") from e
         try:
-            payload = json.loads(text) if text else {}
+            payload = orjson.loads(text) if text else {}
         except ValueError as e:
             raise TransportError(f"HTTP {status}: not JSON: {text[:200]!r}") from e
         if status >= 400:

@@ -14,6 +14,11 @@ instance (registration + allocation record + liveness + running count), re-built
 instance a change touches, so a placement decision reads an index that is already current instead
 of building a snapshot of every instance.
 
+Writes of this process come back through the watch like anyone's; ``expect`` lets the writer hand
+over the object it encoded, which the cache keeps instead of decoding the same bytes again (only
+when the stored bytes are exactly those). An instance's view is re-built in full only when its
+registration or allocation record changed; a running count or liveness change replaces just that.
+
 Per instance the cache keeps the **desired-set revision** (docs/agent-protocol.md section 2): the
 highest store revision that changed the instance's registration or its desired set as the agent
 must learn it (``task_lifecycle.desired_set_changed``: a task added, its desiredStatus changed, a
@@ -30,8 +35,8 @@ import heapq
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -51,6 +56,7 @@ log = logging.getLogger("dockyard.placement.cache")
 
 
 T = TypeVar("T")
+MAX_EXPECTED = 65_536  # ClusterCache.expect's hints held at most (beyond: forgotten, decoded instead)
 
 
 @dataclass
@@ -77,6 +83,8 @@ class ScopeState:
     running: Counter[str] = field(default_factory=Counter)  # instance id -> RUNNING tasks
     index: InstanceIndex = field(default_factory=InstanceIndex)
     arns: dict[str, str] = field(default_factory=dict)  # instance id -> ARN (what the index is keyed by)
+    # instance id -> the (registration, allocation) entries its view in the index was built from
+    built: dict[str, tuple[Entry[ContainerInstance], Entry[Allocation]]] = field(default_factory=dict)
 
     def revision_of(self, kind: str, name: str) -> int:
         """The mod_revision the cache holds for a document (0: none)."""
@@ -107,6 +115,7 @@ class ClusterCache:
         self._failure: BaseException | None = None
         self._loading = False
         self.inflight = InFlight()  # decisions of this process being committed (placement.commit)
+        self._expected: dict[str, tuple[bytes, Task | Allocation]] = {}
         self.stats = PlacementStats()
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -189,6 +198,10 @@ class ClusterCache:
         """How many tasks of the cluster are in each lastStatus."""
         return Counter(self.scope(scope).status_counts)
 
+    def desired_revision(self, scope: Scope, instance_id: str) -> int:
+        """The instance's desired-set revision (``desired`` without the tasks)."""
+        return self.scope(scope).desired_revision.get(instance_id, 0)
+
     def desired(self, scope: Scope, instance_id: str) -> tuple[int, list[Task]]:
         """The instance's desired-set revision and the tasks the agent is told about."""
         st = self.scope(scope)
@@ -226,6 +239,21 @@ class ClusterCache:
         return instance_view(entry.value, alloc, instance_id in st.liveness, st.running[instance_id])
 
     # ---- feeding ---------------------------------------------------------------------------------
+
+    def expect(self, key: str, raw: bytes, value: Task | Allocation) -> None:
+        """This process is about to write ``raw``, the document of ``value``, at ``key``: when the
+        watch delivers exactly those bytes there, the cache keeps ``value`` instead of decoding them
+        again. A hint whose write never happens is dropped at the key's next change (or when too
+        many pile up); a hint never changes what the cache holds, only what decoding it costs."""
+        if len(self._expected) >= MAX_EXPECTED:
+            self._expected.clear()
+        self._expected[key] = (raw, value)
+
+    def _decoded(self, kv: KeyValue, kind: type[T]) -> T | None:
+        hint = self._expected.pop(kv.key, None) if self._expected else None
+        if hint is not None and hint[0] == kv.value and isinstance(hint[1], kind):
+            return hint[1]
+        return None
 
     async def _run(self) -> None:
         try:
@@ -312,16 +340,17 @@ class ClusterCache:
                 st.liveness[name] = Entry(None, kv.mod_revision, kv.version, kv.lease)
                 self._refresh(st, name)
                 return
-            doc = orjson.loads(kv.value)
             if kind == keys.ALLOCATIONS:
-                st.allocations[name] = Entry(Allocation.from_document(doc), kv.mod_revision, kv.version)
+                allocation = self._decoded(kv, Allocation) or Allocation.from_document(orjson.loads(kv.value))
+                st.allocations[name] = Entry(allocation, kv.mod_revision, kv.version)
                 self._refresh(st, name)
             elif kind == keys.INSTANCES:
-                st.instances[name] = Entry(ContainerInstance.from_document(doc), kv.mod_revision, kv.version)
+                instance = ContainerInstance.from_document(orjson.loads(kv.value))
+                st.instances[name] = Entry(instance, kv.mod_revision, kv.version)
                 self._refresh(st, name)
                 self._changed(scope, st, name, kv.mod_revision)
             else:
-                task = Task.from_document(doc)
+                task = self._decoded(kv, Task) or Task.from_document(orjson.loads(kv.value))
                 old = st.tasks.get(name)
                 before = old.value if old is not None else None
                 st.tasks[name] = Entry(task, kv.mod_revision, kv.version)
@@ -376,18 +405,36 @@ class ClusterCache:
                 self._refresh(st, instance_id)
 
     def _refresh(self, st: ScopeState, instance_id: str) -> None:
-        """Re-build one instance's view in the scheduler's index."""
+        """Re-build one instance's view in the scheduler's index.
+
+        When its registration and allocation record are the entries the view was built from (a
+        task's RUNNING count or the liveness moved), only those fields change: the attribute map,
+        remaining resources and group counts are kept, and the index re-files nothing."""
         if self._loading:
             return
         entry = st.instances.get(instance_id)
         alloc = st.allocations.get(instance_id)
         if entry is None or alloc is None:
+            st.built.pop(instance_id, None)
             arn = st.arns.pop(instance_id, None)
             if arn is not None:
                 st.index.remove(arn)
             return
-        st.arns[instance_id] = entry.value.arn
-        view = instance_view(entry.value, alloc, instance_id in st.liveness, st.running[instance_id])
+        arn = st.arns[instance_id] = entry.value.arn
+        running = st.running[instance_id]
+        connected = instance_id in st.liveness
+        old = st.index.views.get(arn)
+        built = st.built.get(instance_id)
+        if old is not None and built is not None and built[0] is entry and built[1] is alloc:
+            agent_connected = connected and alloc.value.status is not InstanceStatus.INACTIVE
+            if old.running_tasks == running and old.agent_connected == agent_connected:
+                return
+            view = replace(old, running_tasks=running, agent_connected=agent_connected)
+        else:
+            same_instance = old is not None and built is not None and built[0] is entry
+            attributes = old.attributes if old is not None and same_instance else None
+            view = instance_view(entry.value, alloc, connected, running, attributes)
+            st.built[instance_id] = (entry, alloc)
         st.index.put(view)
 
     def _changed(self, scope: Scope, st: ScopeState, instance_id: str, revision: int) -> None:
@@ -399,9 +446,14 @@ class ClusterCache:
 
 
 def instance_view(
-    instance: ContainerInstance, alloc: Entry[Allocation], connected: bool, running: int
+    instance: ContainerInstance,
+    alloc: Entry[Allocation],
+    connected: bool,
+    running: int,
+    attributes: Mapping[str, str | None] | None = None,
 ) -> InstanceView:
-    """What placement (and the cluster query language) sees of one instance."""
+    """What placement (and the cluster query language) sees of one instance; ``attributes``: the
+    instance's attribute map when the caller already has it (views never change it)."""
     allocation = alloc.value
     return InstanceView(
         arn=instance.arn,
@@ -410,7 +462,7 @@ def instance_view(
         agent_connected=connected and allocation.status is not InstanceStatus.INACTIVE,
         registered=instance.registered,
         remaining=remaining(instance.registered, allocation.reserved()),
-        attributes=instance.attribute_map(),
+        attributes=instance.attribute_map() if attributes is None else attributes,
         running_tasks=running,
         ec2_instance_id=instance.ec2_instance_id,
         groups=allocation.group_counts(),

@@ -88,6 +88,15 @@ def encode(doc: object) -> bytes:
     return orjson.dumps(doc)
 
 
+def _put(cache: ClusterCache | None, key: str, value: Task | Allocation) -> Put:
+    """The put of ``value``'s document; the cache, when given, keeps ``value`` rather than decoding
+    the document again when the watch brings it back (``ClusterCache.expect``)."""
+    raw = encode(value.to_document())
+    if cache is not None:
+        cache.expect(key, raw, value)
+    return Put(key, raw)
+
+
 class _Decision:
     """The state of one ``place_tasks`` call across its attempts."""
 
@@ -147,13 +156,13 @@ class _Decision:
         for kept in self.kept.values():
             key = keys.task(self.scope, kept.task.id)
             compares.append(Compare.absent(key))
-            puts.append(Put(key, encode(kept.task.to_document())))
+            puts.append(_put(self.cache, key, kept.task))
         for instance_id, held in sorted(self.held().items()):
             base = self.base(instance_id)
             assert base is not None and all(k.revision == base.mod_revision for k in held)
             key = keys.allocation(self.scope, instance_id)
             compares.append(Compare.mod_revision(key, base.mod_revision))
-            puts.append(Put(key, encode(_with(base.value, held).to_document())))
+            puts.append(_put(self.cache, key, _with(base.value, held)))
         return compares, puts
 
     def conflicted(self, conflict: Conflict) -> set[str] | None:
@@ -324,14 +333,19 @@ class TaskWrite:
 
 
 async def write_tasks(
-    store: StateStore, scope: Scope, writes: Sequence[TaskWrite], allocation: Entry[Allocation] | None
+    store: StateStore,
+    scope: Scope,
+    writes: Sequence[TaskWrite],
+    allocation: Entry[Allocation] | None,
+    cache: ClusterCache | None = None,
 ) -> TxnResult:
     """Store tasks of ONE instance in one transaction, each only if its document is still at the
     revision it was merged from; released ones leave ``allocation`` (the instance's record as the
     caller knows it, compared by revision whenever anything is released, so a stale copy conflicts
     rather than leaking a reservation). At most ``MAX_TASK_WRITES`` writes.
 
-    Raises ``Conflict`` naming the keys that moved: re-read those, re-merge, retry.
+    Raises ``Conflict`` naming the keys that moved: re-read those, re-merge, retry. With ``cache``,
+    the cache keeps the written tasks as they are when the watch brings them back.
     """
     if len(writes) > MAX_TASK_WRITES:
         raise ValueError(f"at most {MAX_TASK_WRITES} task writes per transaction")
@@ -342,12 +356,12 @@ async def write_tasks(
     for w in writes:
         key = keys.task(scope, w.task.id)
         compares.append(Compare.mod_revision(key, w.revision))
-        puts.append(Put(key, encode(w.task.to_document())))
+        puts.append(_put(cache, key, w.task))
     released = [w.task for w in writes if w.release]
     if released:
         alloc_key = keys.allocation(scope, released[0].instance_id)
         compares.append(Compare.mod_revision(alloc_key, allocation.mod_revision if allocation else 0))
         held = [t.id for t in released if allocation is not None and t.id in allocation.value.tasks]
         if allocation is not None and held:
-            puts.append(Put(alloc_key, encode(allocation.value.without(held).to_document())))
+            puts.append(_put(cache, alloc_key, allocation.value.without(held)))
     return await store.txn(compares, puts)

@@ -77,6 +77,17 @@ def attribute_value(view: InstanceView, name: str) -> str | None:
     return view.attributes.get(name) or None
 
 
+def _same_filing(old: InstanceView, new: InstanceView) -> bool:
+    """Whether ``new`` sits exactly where ``old`` does in every structure the index keeps."""
+    return (
+        old.id == new.id
+        and old.schedulable == new.schedulable
+        and old.remaining == new.remaining
+        and (old.groups is new.groups or old.groups == new.groups)
+        and (old.attributes is new.attributes or old.attributes == new.attributes)
+    )
+
+
 class InstanceIndex:
     def __init__(self, views: Iterable[InstanceView] = ()) -> None:
         self.views: dict[str, InstanceView] = {}
@@ -126,7 +137,8 @@ class InstanceIndex:
     def put(self, view: InstanceView) -> None:
         old = self.views.get(view.arn)
         if old is not None:
-            if old == view:
+            if _same_filing(old, view):  # e.g. only the running count moved: nothing to re-file
+                self.views[view.arn] = view
                 return
             self._unindex(old)
         self.views[view.arn] = view

@@ -105,7 +105,7 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
     cache = await cluster_cache(env)
     entry = cache.instance(scope, instance_id)
     if entry is None or entry.value.status is InstanceStatus.INACTIVE:
-        revision, _ = cache.desired(scope, instance_id)
+        revision = cache.desired_revision(scope, instance_id)
         return _with_results(
             {"revision": revision, "instanceStatus": InstanceStatus.INACTIVE.value, "tasks": []}, results
         )
@@ -209,7 +209,7 @@ async def report(env: Env, ctx: RequestContext, req: Request) -> Response:
     scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster", "cluster"))
     results = await _apply(env, ctx, scope, instance_id, parse_reports(req))
     cache = await cluster_cache(env, sync=False)
-    return {"results": results, "revision": cache.desired(scope, instance_id)[0]}
+    return {"results": results, "revision": cache.desired_revision(scope, instance_id)}
 
 
 async def _apply(

@@ -70,6 +70,7 @@ class _Chunk:
         self, env: Env, cache: ClusterCache, scope: keys.Scope, instance_id: str, task_ids: list[str]
     ) -> None:
         self.env = env
+        self.cache = cache
         self.scope = scope
         self.instance_id = instance_id
         self.task_ids = task_ids
@@ -108,7 +109,7 @@ class _Chunk:
             if not writes:
                 return
             try:
-                await write_tasks(self.env.store, self.scope, writes, self.allocation)
+                await write_tasks(self.env.store, self.scope, writes, self.allocation, self.cache)
                 return
             except Conflict as conflict:
                 await self._re_read(set(conflict.keys), [w.task.id for w in writes])

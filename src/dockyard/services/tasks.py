@@ -192,8 +192,12 @@ async def _start(
         interfaces = await plan_for(env, ctx, scope, awsvpc, task_ids, rng)  # awsvpc: addresses
 
         def build(index: int, placement: Placement) -> Task:
-            entry = cache.instance(scope, placement.instance_id)
-            zone = entry.value.attribute_map().get("ecs.availability-zone") if entry else None
+            view = cache.index(scope).get(placement.instance_arn)  # its attribute map, built once
+            if view is not None:
+                zone = view.attributes.get("ecs.availability-zone")
+            else:
+                entry = cache.instance(scope, placement.instance_id)
+                zone = entry.value.attribute_map().get("ecs.availability-zone") if entry else None
             task = new_task(
                 region=ctx.region,
                 account=ctx.account_id,
@@ -350,7 +354,7 @@ async def list_tasks(env: Env, ctx: RequestContext, req: Request) -> Response:
     instance_id: str | None = None
     if req.get("containerInstance"):
         instance_id = refs.instance_id(ctx, cluster.name, req["containerInstance"]) or "-"
-    service_group = f"service:{req['serviceName']}" if req.get("serviceName") else None
+    service_name = req.get("serviceName")  # the service that started the task, not its group
     cache = await cluster_cache(env)
 
     def wanted(t: Task) -> bool:
@@ -359,7 +363,7 @@ async def list_tasks(env: Env, ctx: RequestContext, req: Request) -> Response:
             and (instance_id is None or t.instance_id == instance_id)
             and (not req.get("family") or t.family == req["family"])
             and (not req.get("startedBy") or t.started_by == req["startedBy"])
-            and (service_group is None or t.group == service_group)
+            and (not service_name or t.service == service_name)
             and (not req.get("launchType") or t.launch_type == req["launchType"])
             and (after is None or t.id > after)
         )
