@@ -15,11 +15,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.agent.agent_process import AgentProcess
-from tests.agent.conftest import needs_docker, remove_labelled
+from tests.agent.conftest import needs_docker
 from tests.conftest import ServerProcess, wait_until
 from tests.lb.backends import get
 from tests.lb.conftest import FAST_CHECKS, HEALTHY_WITHIN, lb_network, short
-from tests.networking.test_awsvpc_docker import _address, _get, _remove_subnet_networks, _web_family
+from tests.networking.agents import agent_on_new_cluster
+from tests.networking.test_awsvpc_docker import _address, _get, _web_family
 from tests.services_e2e.conftest import FAST, describe_service, service_tasks, start_service_server
 
 pytestmark = needs_docker
@@ -36,18 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def agent(server: ServerProcess, tmp_path: Path) -> Iterator[tuple[str, AgentProcess]]:
-    cluster = "svc-" + uuid.uuid4().hex[:8]
-    arn = server.client("ecs").create_cluster(clusterName=cluster)["cluster"]["clusterArn"]  # type: ignore[attr-defined]
-    a = AgentProcess(server, cluster, tmp_path / "agent", tmp_path / "agent.log").start()
-    try:
-        a.wait_registered()
-        yield cluster, a
-    finally:
-        a.kill()
-        instance = a.checkpoint().get("instance", {}).get("containerInstanceArn", "")
-        remove_labelled(f"com.amazonaws.ecs.cluster={arn}")
-        remove_labelled(f"com.dockyard.pause-pool={instance}")
-        _remove_subnet_networks()
+    with agent_on_new_cluster(server, tmp_path, "svc") as made:
+        yield made
 
 
 def _default_subnet(ec2: Any) -> dict[str, Any]:

@@ -14,15 +14,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.agent.agent_process import AgentProcess
-from tests.agent.conftest import needs_docker, remove_labelled
+from tests.agent.conftest import needs_docker
 from tests.conftest import ServerProcess, start_server, wait_until
 from tests.lb.backends import get
 from tests.lb.conftest import FAST_CHECKS, HEALTHY_WITHIN, lb_network, short
+from tests.networking.agents import agent_on_new_cluster
 from tests.networking.test_awsvpc_docker import (
     _address,
     _get,
     _reach,
-    _remove_subnet_networks,
     _run,
     _running,
     _web_family,
@@ -43,18 +43,8 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def agent(server: ServerProcess, tmp_path: Path) -> Iterator[tuple[str, AgentProcess]]:
-    cluster = "lbsg-" + uuid.uuid4().hex[:8]
-    arn = server.client("ecs").create_cluster(clusterName=cluster)["cluster"]["clusterArn"]  # type: ignore[attr-defined]
-    a = AgentProcess(server, cluster, tmp_path / "agent", tmp_path / "agent.log").start()
-    try:
-        a.wait_registered()
-        yield cluster, a
-    finally:
-        a.kill()
-        instance = a.checkpoint().get("instance", {}).get("containerInstanceArn", "")
-        remove_labelled(f"com.amazonaws.ecs.cluster={arn}")
-        remove_labelled(f"com.dockyard.pause-pool={instance}")
-        _remove_subnet_networks()
+    with agent_on_new_cluster(server, tmp_path, "lbsg") as made:
+        yield made
 
 
 def _on_host(address: str) -> bool:
