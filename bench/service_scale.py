@@ -476,14 +476,16 @@ def phase_hollow(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=50)
-    parser.add_argument("--rolling", type=int, default=20)
-    parser.add_argument("--hollow-tasks", type=int, default=5000)
-    parser.add_argument("--hollow-instances", type=int, default=50)
-    parser.add_argument("--poll-ms", type=float, default=50)
-    parser.add_argument("--skip-docker", action="store_true")
-    parser.add_argument("--skip-hollow", action="store_true")
-    parser.add_argument("--keep-workdir", action="store_true")
+    parser.add_argument("--tasks", type=int, default=50, help="real tasks to scale out to (phase 1)")
+    parser.add_argument("--rolling", type=int, default=20, help="tasks in the rolling deployment (phase 2)")
+    parser.add_argument(
+        "--hollow-tasks", type=int, default=5000, help="hollow tasks to scale out to (phase 3)"
+    )
+    parser.add_argument("--hollow-instances", type=int, default=50, help="simulated container instances")
+    parser.add_argument("--poll-ms", type=float, default=50, help="DescribeServices polling interval")
+    parser.add_argument("--skip-docker", action="store_true", help="skip phases 1 and 2 (real containers)")
+    parser.add_argument("--skip-hollow", action="store_true", help="skip phase 3 (hollow agents)")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep servers' state and logs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dockyard-service-bench-"))
     out: dict[str, Any] = {}
