@@ -18,8 +18,8 @@ Three phases (``--phases``, default all), each printing its figures:
 3. ``two-servers``: two server processes on one SQLite file (the second learns of the first's
    writes by following the store's change log), hollow instances, half the clients on each server,
    ``spread`` on ``attribute:ecs.availability-zone`` until the cluster is ``--utilisation`` full
-   (default 80%). Prints the conflict rate (allocation conflicts / commit attempts, both servers).
-   Goal <= 5%.
+   (default 80%). Prints the conflict rate (allocation conflicts / commit attempts, both servers)
+   and the load average before and after. Goal <= 5%.
 
 Figures only, never asserted as tests. Every process binds 127.0.0.1 and is stopped (its process
 group) when the run ends or fails. Run: ``.venv/bin/python bench/placement.py [--quick]``.
@@ -483,6 +483,7 @@ def two_servers(
     args: argparse.Namespace, workdir: Path, env: dict[str, str], creds: Credentials
 ) -> dict[str, Any]:
     store = f"sqlite:///{workdir}/shared.db"
+    load_before = [round(x, 2) for x in os.getloadavg()]
     first = start_server(workdir, "server-a", store, env)
     procs = [first.proc]
     with stopping(procs):
@@ -509,10 +510,12 @@ def two_servers(
         attempts, _commits, conflicts, _placed = placement_stats(first, second)
         problems = asyncio.run(scan(first.endpoint, creds, load.placed))
     rate = conflicts / attempts if attempts else 0.0
+    load_after = [round(x, 2) for x in os.getloadavg()]
     print(
         f"  placed {len(load.placed)} tasks ({args.utilisation:.0%} of capacity) in {load.seconds:.1f} s"
         " over two servers"
     )
+    print(f"  load average (1/5/15 min) before {load_before}, after {load_after}")
     print(f"  conflict rate             {rate:.2%} ({conflicts} of {attempts} commit attempts, goal <= 5%)")
     print(f"  invariant scan            {'all hold' if not problems else problems[:5]}")
     return {
@@ -522,6 +525,8 @@ def two_servers(
         "conflicts": conflicts,
         "conflict_rate": round(rate, 4),
         "invariant_problems": problems,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
     }
 
 

@@ -22,6 +22,7 @@ from dockyard.scheduler import (
 )
 from dockyard.scheduler.filters import DistinctInstanceFilter, MemberOfFilter
 from dockyard.scheduler.model import DISTINCT_INSTANCE_UNSATISFIED, MEMBER_OF_UNSATISFIED
+from dockyard.scheduler.scorers import MAX_PASSED
 from tests.scheduler.factories import R, inst
 
 BINPACK_MEMORY = PlacementStrategy("binpack", "memory")
@@ -138,6 +139,26 @@ def test_busy_instances_come_last_among_equals_only():
     assert chosen([inst("a"), inst("b", remaining=R(0, 0))], TaskAsk(R(1, 1)), busy={"arn:ci/a"})[0] == ["a"]
     fuller = [inst("a", remaining=R(1024, 100)), inst("b")]
     assert chosen(fuller, TaskAsk(R(1, 1)), strategy=[BINPACK_MEMORY], busy={"arn:ci/a"})[0] == ["a"]
+
+
+def test_busy_is_any_container_and_only_orders_equals_when_nearly_everything_is_busy():
+    class Busy:  # e.g. the keys of a dict kept by the caller: only ``in`` is ever used
+        def __init__(self, names: set[str]) -> None:
+            self.names = names
+
+        def __contains__(self, arn: object) -> bool:
+            return isinstance(arn, str) and arn.rsplit("/", 1)[1] in self.names
+
+    few = [inst(f"i{n}") for n in range(MAX_PASSED // 2)]
+    busy = Busy({f"i{n}" for n in range(1, len(few))})
+    for seed in range(10):  # fewer busy ones than pick passes over: the free one, always
+        assert chosen(few, TaskAsk(R(1, 1)), seed=seed, busy=busy)[0] == ["i0"]
+    many = [inst(f"i{n}") for n in range(4 * MAX_PASSED)]
+    everything_but_one = Busy({f"i{n}" for n in range(1, len(many))})
+    full = [inst(f"i{n}", remaining=R(0, 0) if n else R(1024, 1024)) for n in range(4 * MAX_PASSED)]
+    for seed in range(10):  # still placed (pick stops passing over busy ones after MAX_PASSED)
+        assert len(chosen(many, TaskAsk(R(1, 1)), seed=seed, busy=everything_but_one)[0]) == 1
+        assert chosen(full, TaskAsk(R(1, 1)), seed=seed, busy=Busy({"i0"}))[0] == ["i0"]
 
 
 def test_overrides_win_over_the_index():

@@ -16,8 +16,11 @@ of building a snapshot of every instance.
 
 Writes of this process come back through the watch like anyone's; ``expect`` lets the writer hand
 over the object it encoded, which the cache keeps instead of decoding the same bytes again (only
-when the stored bytes are exactly those). An instance's view is re-built in full only when its
-registration or allocation record changed; a running count or liveness change replaces just that.
+when the stored bytes are exactly those). The same hint tells this process's placements from other
+processes': ``elsewhere`` (``placement.elsewhere``) remembers the instances another process placed
+on lately, which this process's decisions then take last among equals. An instance's view is
+re-built in full only when its registration or allocation record changed; a running count or
+liveness change replaces just that.
 
 Per instance the cache keeps the **desired-set revision** (docs/agent-protocol.md section 2): the
 highest store revision that changed the instance's registration or its desired set as the agent
@@ -41,12 +44,14 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from dockyard.clock import Clock, SystemClock
 from dockyard.domain.container_instances import Allocation, ContainerInstance, InstanceStatus
 from dockyard.domain.resources import remaining
 from dockyard.domain.task_lifecycle import desired_set_changed, in_desired_set
 from dockyard.domain.task_status import TaskStatus
 from dockyard.domain.tasks import Task
 from dockyard.placement import keys
+from dockyard.placement.elsewhere import PlacedElsewhere
 from dockyard.placement.inflight import InFlight, PlacementStats
 from dockyard.placement.keys import Scope
 from dockyard.scheduler import InstanceIndex, InstanceView
@@ -102,7 +107,7 @@ class ScopeState:
 
 
 class ClusterCache:
-    def __init__(self, store: StateStore, *, retry_delay: float = 0.5) -> None:
+    def __init__(self, store: StateStore, *, retry_delay: float = 0.5, clock: Clock | None = None) -> None:
         self._store = store
         self._retry_delay = retry_delay
         self._scopes: dict[Scope, ScopeState] = {}
@@ -115,6 +120,7 @@ class ClusterCache:
         self._failure: BaseException | None = None
         self._loading = False
         self.inflight = InFlight()  # decisions of this process being committed (placement.commit)
+        self.elsewhere = PlacedElsewhere(clock or SystemClock())  # other processes' recent placements
         self._expected: dict[str, tuple[bytes, Task | Allocation]] = {}
         self.stats = PlacementStats()
 
@@ -341,9 +347,14 @@ class ClusterCache:
                 self._refresh(st, name)
                 return
             if kind == keys.ALLOCATIONS:
-                allocation = self._decoded(kv, Allocation) or Allocation.from_document(orjson.loads(kv.value))
+                mine = self._decoded(kv, Allocation)
+                allocation = mine or Allocation.from_document(orjson.loads(kv.value))
+                previous = st.allocations.get(name)
                 st.allocations[name] = Entry(allocation, kv.mod_revision, kv.version)
                 self._refresh(st, name)
+                arn = st.arns.get(name)
+                if arn is not None and not self._loading and _grew(previous, allocation):
+                    self.elsewhere.placed(scope, arn, elsewhere=mine is None)
             elif kind == keys.INSTANCES:
                 instance = ContainerInstance.from_document(orjson.loads(kv.value))
                 st.instances[name] = Entry(instance, kv.mod_revision, kv.version)
@@ -443,6 +454,13 @@ class ClusterCache:
         event = self._events.pop((scope, instance_id), None)
         if event is not None:
             event.set()
+
+
+def _grew(before: Entry[Allocation] | None, after: Allocation) -> bool:
+    """Whether ``after`` reserves a task ``before`` did not: a placement (not a release)."""
+    if not after.tasks:
+        return False
+    return before is None or not after.tasks.keys() <= before.value.tasks.keys()
 
 
 def instance_view(

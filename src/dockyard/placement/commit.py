@@ -12,7 +12,9 @@ One decision commits in ONE transaction that
 The decision reads the cache's index (``ClusterCache.index``) plus ``overrides``: fresher copies of
 records read from the store after a conflict, and the reservations this decision already holds.
 While a commit is in flight its instances are marked ``busy`` (``placement.inflight``), so other
-placers of this process choose them last among equals instead of colliding on them.
+placers of this process choose them last among equals instead of colliding on them; so are the
+instances another process placed on lately (``placement.elsewhere``), so two servers sharing a
+store settle on different instances instead of colliding on the same records.
 
 On a conflict on allocation records only the tasks placed on the conflicted instances are
 re-planned, against fresh copies of those records read from the store; the others keep their
@@ -34,7 +36,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -147,7 +149,7 @@ class _Decision:
             if view is not None:
                 overrides[view.arn] = view
         mine = [k.placement.instance_arn for k in self.kept.values()]
-        busy = self.cache.inflight.busy(self.scope, mine)
+        busy = _either(self.cache.inflight.busy(self.scope, mine), self.cache.elsewhere.busy(self.scope))
         return Snapshot(index=self.cache.index(self.scope), overrides=overrides, busy=busy)
 
     def reservations(self) -> tuple[list[Compare], list[Put]]:
@@ -174,6 +176,25 @@ class _Decision:
         if not conflict.keys or any(k not in by_key for k in conflict.keys):
             return None
         return {by_key[k] for k in conflict.keys}
+
+
+class _Either(Container[str]):
+    __slots__ = ("_a", "_b")
+
+    def __init__(self, a: Container[str], b: Container[str]) -> None:
+        self._a, self._b = a, b
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._a or item in self._b
+
+
+def _either(a: frozenset[str], b: Container[str]) -> Container[str]:
+    """``a`` or ``b`` (a set lookup in each; no copy of either)."""
+    if not a:
+        return b
+    if isinstance(b, frozenset) and not b:
+        return a
+    return _Either(a, b)
 
 
 def _with(allocation: Allocation, held: Sequence[_Kept]) -> Allocation:

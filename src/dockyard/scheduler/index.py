@@ -14,13 +14,14 @@
 It is mutated only by ``put``/``remove`` (placement's cache calls them as the store's watch delivers
 changes) and read by ``place()``, which never mutates it: what a decision adds lives in its own plan.
 ``Snapshot`` is what ``place()`` reads: the index plus a few fresher views (``overrides``) and the
-instances other in-flight decisions are committing to (``busy``, chosen last among equals).
+instances likely contended (``busy``: other in-flight decisions are committing to them, or another
+scheduler placed on them lately), chosen last among equals.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from typing import overload
 
 from dockyard.scheduler.model import InstanceView
@@ -200,7 +201,8 @@ class InstanceIndex:
 
 class Snapshot:
     """What one ``place()`` call reads: the index, fresher views of a few instances, and the
-    instances other in-flight decisions are committing to.
+    instances likely contended (``busy``: only ever checked with ``in``; among equally good
+    candidates they come last, so concurrent schedulers spread out instead of colliding).
 
     ``Snapshot(views)`` indexes ``views`` itself (tests, benchmarks); placement passes the cache's
     live index with ``index=`` instead, so building a snapshot costs O(overrides), not O(instances).
@@ -212,7 +214,7 @@ class Snapshot:
         *,
         index: InstanceIndex | None = None,
         overrides: Mapping[str, InstanceView] | None = None,
-        busy: frozenset[str] | set[str] = frozenset(),
+        busy: Container[str] = frozenset(),
     ) -> None:
         self.index = index if index is not None else InstanceIndex(instances)
         self.overrides: dict[str, InstanceView] = dict(overrides or {})

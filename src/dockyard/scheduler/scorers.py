@@ -3,8 +3,9 @@
 A scorer (Kubernetes' Score plugin, ECS's strategy) splits a set of candidates into *tiers* of
 equally good instances, best tier first. ``search`` walks the chain: the first strategy's tiers in
 order, each split by the next strategy, and so on; inside the last tier the choice is random among
-the feasible instances (``pick``), preferring instances no other in-flight decision is committing
-to, so concurrent placers spread out instead of colliding. The first feasible instance found this
+the feasible instances (``pick``), preferring instances the snapshot does not mark ``busy`` (no
+other in-flight decision is committing to them, no other scheduler placed on them lately), so
+concurrent placers spread out instead of colliding. The first feasible instance found this
 way is exactly the one a full scan ranking every instance by (strategy 1, ..., strategy n, random)
 would choose; the index only saves visiting the instances that cannot win:
 
@@ -33,6 +34,7 @@ from dockyard.scheduler.index import InstanceIndex, Snapshot, attribute_value
 from dockyard.scheduler.model import BINPACK, RANDOM, SPREAD, InstanceView, PlacementStrategy
 
 ATTRIBUTE = "attribute:"
+MAX_PASSED = 64  # busy candidates ``pick`` passes over before it stops preferring the others
 _NOTHING: frozenset[str] = frozenset()
 
 
@@ -308,16 +310,21 @@ def scorers_for(strategy: Sequence[PlacementStrategy]) -> tuple[Scorer, ...]:
 def pick(
     members: Members, feasible: Callable[[str], bool], rng: random.Random, busy: Container[str]
 ) -> str | None:
-    """A random feasible member, preferring one no other decision is committing to.
+    """A random feasible member, preferring one that is not ``busy`` (an instance another decision
+    of this process is committing to, or one another process placed on lately: see ``Snapshot``).
 
     Draws without replacement (a lazy Fisher-Yates shuffle), so the cost is the number of draws
-    until a feasible one, not the tier's size.
+    until a feasible one, not the tier's size. Busy members are passed over without checking them
+    (a set lookup is cheaper than the filter chain); when no other member is feasible, the first
+    feasible one passed over wins, so ``busy`` only orders equals and never hides an instance. After
+    ``MAX_PASSED`` busy draws busy members count like the others: in a tier that is nearly all
+    busy, drawing on through it for a free one costs more than the conflict it might avoid.
     """
     base, extra, skip = members.base, members.extra, members.skip
     n_base = len(base)
     n = n_base + len(extra)
     moved: dict[int, int] = {}
-    fallback: str | None = None
+    passed: list[str] = []
     for i in range(n):
         j = i + int(rng.random() * (n - i))
         at = moved.get(j, j)
@@ -328,14 +335,15 @@ def pick(
                 continue
         else:
             arn = extra[at - n_base]
-        if not feasible(arn):
+        if len(passed) < MAX_PASSED and arn in busy:
+            passed.append(arn)
             continue
-        if arn in busy:
-            if fallback is None:
-                fallback = arn
-            continue
-        return arn
-    return fallback
+        if feasible(arn):
+            return arn
+    for arn in passed:
+        if feasible(arn):
+            return arn
+    return None
 
 
 def search(
