@@ -36,7 +36,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -59,6 +59,7 @@ from dockyard.scheduler import (
     TaskAsk,
     place,
 )
+from dockyard.scheduler.model import either
 from dockyard.store.base import MAX_TXN_OPS, Compare, Conflict, KeyValue, Put, StateStore, TxnResult
 
 log = logging.getLogger("dockyard.placement")
@@ -149,7 +150,7 @@ class _Decision:
             if view is not None:
                 overrides[view.arn] = view
         mine = [k.placement.instance_arn for k in self.kept.values()]
-        busy = _either(self.cache.inflight.busy(self.scope, mine), self.cache.elsewhere.busy(self.scope))
+        busy = either(self.cache.inflight.busy(self.scope, mine), self.cache.elsewhere.busy(self.scope))
         return Snapshot(index=self.cache.index(self.scope), overrides=overrides, busy=busy)
 
     def reservations(self) -> tuple[list[Compare], list[Put]]:
@@ -176,25 +177,6 @@ class _Decision:
         if not conflict.keys or any(k not in by_key for k in conflict.keys):
             return None
         return {by_key[k] for k in conflict.keys}
-
-
-class _Either(Container[str]):
-    __slots__ = ("_a", "_b")
-
-    def __init__(self, a: Container[str], b: Container[str]) -> None:
-        self._a, self._b = a, b
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._a or item in self._b
-
-
-def _either(a: frozenset[str], b: Container[str]) -> Container[str]:
-    """``a`` or ``b`` (a set lookup in each; no copy of either)."""
-    if not a:
-        return b
-    if isinstance(b, frozenset) and not b:
-        return a
-    return _Either(a, b)
 
 
 def _with(allocation: Allocation, held: Sequence[_Kept]) -> Allocation:

@@ -9,7 +9,7 @@ views current from its watch-fed cache (``index.InstanceIndex``) and hands ``pla
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,3 +140,24 @@ class PlacementResult:
     placements: tuple[Placement, ...]
     failures: tuple[Failure, ...]  # one per rejecting instance (its first reason), ECS style
     unplaced: tuple[int, ...]  # indexes of the tasks that found no instance
+
+
+class Either(Container[str]):
+    """Membership in ``a`` or ``b`` (a lookup in each; neither is copied): busy sets, skip sets."""
+
+    __slots__ = ("_a", "_b")
+
+    def __init__(self, a: Container[str], b: Container[str]) -> None:
+        self._a, self._b = a, b
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._a or item in self._b
+
+
+def either(a: frozenset[str], b: Container[str]) -> Container[str]:
+    """``a`` or ``b``, without a wrapper when one side is empty."""
+    if not a:
+        return b
+    if isinstance(b, frozenset) and not b:
+        return a
+    return Either(a, b)

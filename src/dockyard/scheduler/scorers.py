@@ -31,7 +31,7 @@ from typing import Protocol, overload
 
 from dockyard.domain.resources import Resources, remaining
 from dockyard.scheduler.index import InstanceIndex, Snapshot, attribute_value
-from dockyard.scheduler.model import BINPACK, RANDOM, SPREAD, InstanceView, PlacementStrategy
+from dockyard.scheduler.model import BINPACK, RANDOM, SPREAD, Either, InstanceView, PlacementStrategy
 
 ATTRIBUTE = "attribute:"
 MAX_PASSED = 64  # busy candidates ``pick`` passes over before it stops preferring the others
@@ -240,7 +240,7 @@ class SpreadInstances:
         hidden = sum(1 for arn in plan.dirty if arn in order and arn not in counts)
         size = len(order) - len(counts) - hidden
         zero = by_count.pop(0, [])
-        skip = _Either(counts, plan.dirty)
+        skip = Either(counts, plan.dirty)
         if size > 0 and size * 8 < len(order):
             yield Members([a for a in order if a not in skip] + zero)
         elif size > 0 or zero:
@@ -280,16 +280,6 @@ class SpreadAttribute:
             base = _Concat([buckets[v] for v in values if v in buckets])
             extra = [arn for v in values for arn in dirty_by_value.get(v, ())]
             yield Members(base, plan.dirty, extra)
-
-
-class _Either(Container[str]):
-    __slots__ = ("_a", "_b")
-
-    def __init__(self, a: Container[str], b: Container[str]) -> None:
-        self._a, self._b = a, b
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._a or item in self._b
 
 
 def scorers_for(strategy: Sequence[PlacementStrategy]) -> tuple[Scorer, ...]:
