@@ -161,3 +161,31 @@ def unique(request: pytest.FixtureRequest) -> str:
     """A name no other test uses."""
     base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60].strip("-")
     return f"{base}-{next(_counter)}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the warm pause containers of agents the tests killed with -9 (an agent removes only its
+    own pool on a clean stop, and a dead agent's pool only when a later agent starts on the engine)."""
+    from dockyard.agent.networking.pause import LABEL_OWNER, owner_gone, process_id
+
+    try:
+        listed = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--filter",
+                f"label={LABEL_OWNER}",
+                "--format",
+                '{{.ID}} {{.Label "' + LABEL_OWNER + '"}}',
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return  # no Docker here: nothing was started
+    me = process_id()
+    dead = [line.split(" ", 1)[0] for line in listed if " " in line and owner_gone(line.split(" ", 1)[1], me)]
+    if dead:
+        subprocess.run(["docker", "rm", "-f", *dead], capture_output=True, timeout=60)
