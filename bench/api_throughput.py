@@ -55,6 +55,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from procs import free_port, spawn, stop
+
 REGION = "us-east-1"
 SERVICE = "ecs"
 TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
@@ -133,12 +135,6 @@ class Target:
         return f"http://{self.host}:{self.port}"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def venv_tool(name: str) -> str:
     """A console script next to this interpreter (the venv), else on PATH."""
     candidate = Path(sys.executable).parent / name
@@ -148,35 +144,6 @@ def venv_tool(name: str) -> str:
     if found is None:
         raise SystemExit(f"{name} not found next to {sys.executable} nor on PATH")
     return found
-
-
-def _spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    log = log_path.open("wb")
-    try:
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # own process group: we can always kill the whole tree
-        )
-    finally:
-        log.close()
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a server's whole process group: SIGTERM, then SIGKILL after a grace period."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 def wait_ready(target: Target, path: str, deadline_s: float) -> None:
@@ -215,12 +182,12 @@ def tail(path: Path, lines: int = 30) -> str:
 def start_moto(workdir: Path) -> Target:
     port = free_port()
     log_path = workdir / "moto.log"
-    proc = _spawn([venv_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], log_path)
+    proc = spawn([venv_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], log_path)
     target = Target("moto", "127.0.0.1", port, "AKIDBENCHMOTO", "moto-accepts-any-secret", proc, log_path)
     try:
         wait_ready(target, "/moto-api/", 60)
     except BaseException:
-        stop(proc)
+        stop(proc, grace=5)
         raise
     return target
 
@@ -243,7 +210,7 @@ def start_dockyard(workdir: Path, server_cmd: list[str]) -> Target:
         "--state-dir",
         str(state_dir),
     ]
-    proc = _spawn(cmd, log_path, env)
+    proc = spawn(cmd, log_path, env)
     target = Target("dockyard", "127.0.0.1", port, access_key, secret_key, proc, log_path)
     try:
         wait_ready(target, "/_dockyard/health", 60)
@@ -256,7 +223,7 @@ def start_dockyard(workdir: Path, server_cmd: list[str]) -> Target:
                 target.access_key = parser.get("dockyard", "aws_access_key_id", fallback=access_key)
                 target.secret_key = parser.get("dockyard", "aws_secret_access_key", fallback=secret_key)
     except BaseException:
-        stop(proc)
+        stop(proc, grace=5)
         raise
     return target
 
@@ -809,7 +776,7 @@ def running(start: Callable[[Path], Target], workdir: Path) -> Iterator[Target]:
     try:
         yield target
     finally:
-        stop(target.proc)
+        stop(target.proc, grace=5)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
@@ -63,11 +64,14 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+
+from procs import free_port, stop
+from procs import wait_for as _wait_for
 
 REGION = "us-east-1"
 IMAGE = "dockyard/busybox:latest"
@@ -76,25 +80,7 @@ KILL_GOAL = 3.0  # seconds a killed task may stay in rotation after Docker's die
 KEY, SECRET = "AKIDBENCHLB000000001", "bench-lb-secret"
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as e:
-            last = e
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}: {last!r}")
+wait_for = functools.partial(_wait_for, interval=0.2)  # API polls every 0.2 s: light on a loaded machine
 
 
 @contextlib.contextmanager
@@ -132,16 +118,10 @@ def dockyard_server(workdir: Path, network: str) -> Iterator[str]:
             with urllib.request.urlopen(endpoint + "/_dockyard/health", timeout=1) as r:
                 return bool(r.status == 200)
 
-        wait_until(up, 30, "dockyard server")
+        wait_for(up, 30, "dockyard server")
         yield endpoint
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, grace=20)
         log.close()
 
 
@@ -171,7 +151,7 @@ def busybox_task() -> Iterator[tuple[int, str]]:
         timeout=120,
     )
     try:
-        wait_until(
+        wait_for(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).status == 200, 30, "task"
         )
         yield port, name
@@ -326,13 +306,7 @@ def dockyard_agent(endpoint: str, cluster: str, workdir: Path) -> Iterator[None]
     try:
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, grace=20)
         log.close()
 
 
@@ -544,7 +518,7 @@ def rolling_deployment(endpoint: str, workdir: Path, args: argparse.Namespace) -
             DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
         )
         with dockyard_agent(endpoint, cluster, workdir):
-            instance = wait_until(
+            instance = wait_for(
                 lambda: ecs.list_container_instances(cluster=cluster)["containerInstanceArns"], 60, "agent"
             )[0]
             described = ecs.describe_container_instances(cluster=cluster, containerInstances=[instance])
@@ -576,15 +550,13 @@ def rolling_deployment(endpoint: str, workdir: Path, args: argparse.Namespace) -
                 desiredCount=args.tasks,
                 loadBalancers=[{"targetGroupArn": tg_arn, "containerName": "web", "containerPort": 80}],
             )
-            wait_until(lambda: _settled(ecs, elbv2, cluster, tg_arn, v1, args.tasks), 180, "v1 healthy")
+            wait_for(lambda: _settled(ecs, elbv2, cluster, tg_arn, v1, args.tasks), 180, "v1 healthy")
             wrk = Wrk(url, args.connections, args.threads)
             try:
                 time.sleep(2)
                 t0 = time.monotonic()
                 ecs.update_service(cluster=cluster, service="web", taskDefinition=v2)
-                wait_until(
-                    lambda: _settled(ecs, elbv2, cluster, tg_arn, v2, args.tasks), 300, "v2 rolled out"
-                )
+                wait_for(lambda: _settled(ecs, elbv2, cluster, tg_arn, v2, args.tasks), 300, "v2 rolled out")
                 out["rollout_s"] = round(time.monotonic() - t0, 2)
                 time.sleep(1)
             finally:
@@ -596,11 +568,11 @@ def rolling_deployment(endpoint: str, workdir: Path, args: argparse.Namespace) -
             lb_dir = workdir / "state" / "lb" / lb["LoadBalancerArn"].rsplit("/", 1)[1]
             out["killed"] = _kill_and_watch(endpoint, cluster, lb_dir, instance_id, tg_arn, args, url)
             ecs.delete_service(cluster=cluster, service="web", force=True)
-            wait_until(lambda: _service_state(ecs, cluster)["status"] == "INACTIVE", 120, "service deleted")
+            wait_for(lambda: _service_state(ecs, cluster)["status"] == "INACTIVE", 120, "service deleted")
     finally:
         elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
         with contextlib.suppress(Exception):
-            wait_until(lambda: elbv2.delete_target_group(TargetGroupArn=tg_arn) is not None, 15, "delete")
+            wait_for(lambda: elbv2.delete_target_group(TargetGroupArn=tg_arn) is not None, 15, "delete")
         ids = subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label=com.amazonaws.ecs.cluster={cluster_arn}"],
             capture_output=True,
@@ -649,7 +621,7 @@ def part_b(endpoint: str, workdir: Path, args: argparse.Namespace) -> dict[str, 
                 out = elbv2.describe_target_health(TargetGroupArn=tg["TargetGroupArn"])
                 return bool(out["TargetHealthDescriptions"][0]["TargetHealth"]["State"] == "healthy")
 
-            wait_until(healthy, 40, "target healthy")
+            wait_for(healthy, 40, "target healthy")
             urls = {"direct": f"http://127.0.0.1:{port}/", "via LB": f"http://{lb['DNSName']}/"}
             lb_dir = workdir / "state" / "lb" / lb["LoadBalancerArn"].rsplit("/", 1)[1]
             runs: dict[str, list[dict[str, float]]] = {label: [] for label in urls}
@@ -689,7 +661,7 @@ def part_b(endpoint: str, workdir: Path, args: argparse.Namespace) -> dict[str, 
     finally:
         elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
         with contextlib.suppress(Exception):
-            wait_until(
+            wait_for(
                 lambda: elbv2.delete_target_group(TargetGroupArn=tg["TargetGroupArn"]) is not None,
                 10,
                 "delete",

@@ -66,6 +66,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from procs import free_port, spawn, stop
+
 REGION = "us-east-1"
 CLUSTER = "bench"
 IMAGE = "dockyard/busybox:latest"
@@ -86,38 +88,6 @@ PSS_GOAL_MIB = 50.0  # agent PSS idle
 
 # --------------------------------------------------------------------------------------------------
 # Processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # own process group: Ctrl-C reaches us; we stop it in order
-        )
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL after ``grace_s``."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -477,7 +447,7 @@ class Dockyard:
                 if note:
                     notes.append(note)
 
-        step("stopping the agent", lambda: stop_process(self.agent))  # first: it must not race the rest
+        step("stopping the agent", lambda: stop(self.agent))  # first: it must not race the rest
         if docker is not None and self.family:
             step(
                 "removing task containers",
@@ -487,7 +457,7 @@ class Dockyard:
                     else None
                 ),
             )
-        step("stopping the server", lambda: stop_process(self.server))
+        step("stopping the server", lambda: stop(self.server))
         step("removing task cgroups", self._remove_cgroups)
         return notes
 
