@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from dockyard.api.app import _RequestIds, new_request_id
+from dockyard.api.calls import _RequestIds, new_request_id
 
 
 def test_request_ids_are_uuid_shaped_and_unique():

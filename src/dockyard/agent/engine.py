@@ -90,6 +90,7 @@ class AgentSettings:
     report_at_once: bool = False  # a Report leaves at once when none left within the window
     poll_interval: float = 0.0  # at least this long between two desired sets acted on (0: none)
     reports_on_poll: bool = True  # pending reports ride the next Poll (docs/agent-protocol.md s. 3)
+    session: bool = True  # Poll and Report over one WebSocket (docs/agent-protocol.md s. 8)
     checkpoint_tasks: bool = True  # False (hollow agents): only the instance's identity is saved
     checkpoint_sync: bool = True  # fsync each checkpoint write
 
@@ -116,7 +117,9 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.runtime = runtime
-        self.client = client or EcsClient(settings.server, settings.credentials, settings.region)
+        self.client = client or EcsClient(
+            settings.server, settings.credentials, settings.region, agent_session=settings.session
+        )
         self.stats = stats if stats is not None else ReportStats()
         self._gate = registration_gate
         self.checkpoint = Checkpoint.load(settings.state_dir, sync=settings.checkpoint_sync)

@@ -12,9 +12,7 @@ nowhere else; anything unexpected becomes ``ServerException`` (500) and is logge
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -27,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dockyard.api import sigv4, validation
+from dockyard.api import agent_session, sigv4, validation
 from dockyard.api.authorization import authorize
+from dockyard.api.calls import JSON_CONTENT_TYPE, Caller, lowered, new_request_id
 from dockyard.api.credentials import KeyRing
 from dockyard.api.ec2_protocol import SIGNING_NAME as EC2_SIGNING_NAME
 from dockyard.api.ec2_protocol import Ec2Api
@@ -48,25 +47,8 @@ log = logging.getLogger("dockyard.api")
 
 ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 AGENT_TARGET_PREFIX = "DockyardAgentV1."  # docs/agent-protocol.md: not in the ECS model, validated by hand
-JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]{1,256})/")
 _JSON_HEADERS = [(b"content-type", JSON_CONTENT_TYPE.encode())]
-
-
-class _RequestIds:
-    """Request ids in UUID form: a random 80-bit prefix per process and a counter, unique without
-    asking the system for randomness on every request (uuid4 was a percent of a request)."""
-
-    def __init__(self) -> None:
-        prefix = os.urandom(10).hex()
-        self._prefix = f"{prefix[:8]}-{prefix[8:12]}-4{prefix[13:16]}-{prefix[16:20]}-"
-        self._counter = itertools.count(int.from_bytes(os.urandom(3), "big") << 24)
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
-
-
-new_request_id = _RequestIds().next
 
 
 @dataclass
@@ -111,16 +93,29 @@ class EcsApi:
     ) -> tuple[int, bytes, list[tuple[str, str]]]:
         """One request from its parts (``headers``: lower-case names): status, JSON body, headers."""
         request_id = new_request_id()
+        status, payload = await self.outcome(
+            self.handle(method, raw_path, query, headers, body, request_id), request_id
+        )
+        out = [("x-amzn-RequestId", request_id)]
+        if status != 200:
+            out.append(("x-amzn-ErrorType", payload["__type"]))
+        return status, orjson.dumps(payload), out
+
+    @staticmethod
+    async def outcome(
+        call: Coroutine[Any, Any, dict[str, Any]], request_id: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Run one operation: 200 and its answer, or an error's status and ``{"__type", "message"}``."""
         try:
-            payload = await self.handle(method, raw_path, query, headers, body, request_id)
-            return 200, orjson.dumps(payload), [("x-amzn-RequestId", request_id)]
+            return 200, await call
         except DockyardError as exc:
             if exc.status >= 500:
                 log.error("request %s failed: %s", request_id, exc.message)
-            return _error_parts(exc, request_id)
+            return exc.status, {"__type": exc.code, "message": exc.message}
         except Exception:
             log.exception("request %s: unexpected server error", request_id)
-            return _error_parts(DockyardError("An internal error occurred; see the server log."), request_id)
+            internal = DockyardError("An internal error occurred; see the server log.")
+            return internal.status, {"__type": internal.code, "message": internal.message}
 
     async def handle(
         self,
@@ -131,7 +126,7 @@ class EcsApi:
         body: bytes,
         request_id: str,
     ) -> dict[str, Any]:
-        principal = await self.verify(method, raw_path, query, headers, body)
+        caller = await self.verify(method, raw_path, query, headers, body)
         operation, modelled = self.operation_of(headers.get("x-amz-target", ""))
         try:
             params = orjson.loads(body) if body.strip() else {}
@@ -139,15 +134,22 @@ class EcsApi:
             raise SerializationError(f"Request body is not valid JSON: {e}") from e
         if not isinstance(params, dict):
             raise SerializationError("Request body must be a JSON object.")
-        authorize(principal.principal, operation)
+        return await self.call(caller, operation, modelled, params, request_id)
+
+    async def call(
+        self, caller: Caller, operation: str, modelled: bool, params: dict[str, Any], request_id: str
+    ) -> dict[str, Any]:
+        """One operation (``operation_of``) for an already authenticated ``caller`` (a signed
+        request, or a call on an agent session): authorization, validation, use case."""
+        authorize(caller.principal, operation)
         handler = self.handlers.get(operation)
         if handler is None:
             raise UnsupportedFeature(f"Dockyard does not implement {operation} yet.")
         request_params = validation.validate(operation, params) if modelled else params
         ctx = RequestContext(
             account_id=self.config.account_id,
-            region=principal.region,
-            principal=principal.principal,
+            region=caller.region,
+            principal=caller.principal,
             request_id=request_id,
         )
         return await handler(self.env, ctx, request_params)
@@ -163,7 +165,7 @@ class EcsApi:
             return target, False  # registered under its full target; the use case validates
         raise UnknownOperation(f"Unknown operation {target[:200]!r}")
 
-    async def authenticate(self, request: Request, headers: dict[str, str], body: bytes) -> _Caller:
+    async def authenticate(self, request: Request, headers: dict[str, str], body: bytes) -> Caller:
         """SigV4 and the KeyRing for the other protocols (``form_protocol``)."""
         raw_path = request.scope.get("raw_path", request.url.path.encode())
         query = request.scope.get("query_string", b"")
@@ -171,7 +173,7 @@ class EcsApi:
 
     async def verify(
         self, method: str, raw_path: bytes, query: bytes, headers: dict[str, str], body: bytes
-    ) -> _Caller:
+    ) -> Caller:
         auth = headers.get("authorization")
         if not auth:
             raise MissingAuthenticationToken("Missing Authentication Token")
@@ -192,13 +194,7 @@ class EcsApi:
             window_seconds=self.config.signature_window_seconds,
         )
         assert issued is not None
-        return _Caller(issued.principal, signed.region)
-
-
-@dataclass(frozen=True)
-class _Caller:
-    principal: Any
-    region: str
+        return Caller(issued.principal, signed.region)
 
 
 def _signed_for(request: Request, name: str) -> bool:
@@ -276,7 +272,7 @@ class FastPath:
     Starlette's routing and its two exception middlewares (measured: about a fifth of a request).
     A header-signed ECS JSON request (the SDKs' and the agents' calls) skips Starlette's Request and
     Response objects too: headers, body and answer go between the ASGI messages and ``EcsApi.answer``
-    directly.
+    directly. A WebSocket at ``agent_session.PATH`` is an agent session.
     """
 
     def __init__(
@@ -290,9 +286,12 @@ class FastPath:
         self.ecs = ecs
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and self.ecs is not None and scope["path"] == agent_session.PATH:
+            await agent_session.serve(self.ecs, scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
             if self.ecs is not None:
-                headers = _lowered(scope["headers"])
+                headers = lowered(scope["headers"])
                 auth = headers.get("authorization")
                 if auth is not None and _ecs_scope(auth):
                     await self._ecs(scope, receive, send, self.ecs, headers)
@@ -319,16 +318,6 @@ class FastPath:
         out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": answer})
-
-
-def _lowered(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """ASGI headers (names already lower-case) as one dict; repeated headers joined with ','."""
-    headers: dict[str, str] = {}
-    for name, value in raw:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers[key] = f"{headers[key]},{text}" if key in headers else text
-    return headers
 
 
 _OTHER_SCOPES = (f"/{EC2_SIGNING_NAME}/aws4_request", f"/{SIGNING_NAME}/aws4_request")

@@ -70,6 +70,12 @@ def agent(
     poll_interval_ms: float = typer.Option(
         0.0, help="At least this many milliseconds between two desired sets acted on (burst coalescing)."
     ),
+    session: bool = typer.Option(
+        True,
+        "--session/--no-session",
+        help="Send Poll and Report over one signed WebSocket (default), or each as an HTTP request "
+        "(e.g. behind a proxy without WebSockets; a server without sessions is detected either way).",
+    ),
     instances: int = typer.Option(
         1, help="With --runtime simulated: how many hollow container instances this process runs."
     ),
@@ -138,6 +144,7 @@ def agent(
         report_window=report_window_ms / 1000,
         report_at_once=runtime == "docker" if report_at_once is None else report_at_once,
         poll_interval=poll_interval_ms / 1000,
+        session=session,
     )
     delays = (sim_pull_ms / 1000, sim_create_ms / 1000, sim_start_ms / 1000, sim_stop_ms / 1000)
     if instances > 1:

@@ -220,6 +220,8 @@ async def serve(
             port=options.port,
             loop="uvloop",
             http="httptools",
+            ws="websockets-sansio",  # agent sessions (api/agent_session.py)
+            ws_per_message_deflate=False,  # small JSON messages on loopback or a LAN: not worth the CPU
             access_log=False,
             log_level="warning",
             timeout_keep_alive=30,

@@ -6,11 +6,14 @@
 
 ``register_container_instance``, ``poll`` and ``report`` name the operations of
 docs/agent-protocol.md; ``credentials`` can be swapped after registration (the agent's own key pair).
+``poll`` and ``report`` go over an agent session (``client.session``: one WebSocket, section 8)
+when the server offers one, else as HTTP requests like every other call.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,26 +21,16 @@ import aiohttp
 import orjson
 
 from dockyard.client import sigv4
+from dockyard.client.errors import ApiError, ClientError, TransportError
+from dockyard.client.session import AgentSession, SessionUnsupported
+
+__all__ = ["AGENT_PREFIX", "ECS_PREFIX", "ApiError", "ClientError", "EcsClient", "TransportError"]
+
+log = logging.getLogger("dockyard.client")
 
 ECS_PREFIX = "AmazonEC2ContainerServiceV20141113."
 AGENT_PREFIX = "DockyardAgentV1."
 CONTENT_TYPE = "application/x-amz-json-1.1"
-
-
-class ClientError(Exception):
-    """Base of the client's errors."""
-
-
-class TransportError(ClientError):
-    """The server could not be reached or did not answer with JSON."""
-
-
-class ApiError(ClientError):
-    def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 class EcsClient:
@@ -49,6 +42,7 @@ class EcsClient:
         *,
         session: aiohttp.ClientSession | None = None,
         service: str = "ecs",
+        agent_session: bool = True,
     ) -> None:
         parts = urlsplit(endpoint)
         self.endpoint = endpoint.rstrip("/") + "/"
@@ -59,6 +53,10 @@ class EcsClient:
         self.service = service
         self._session = session
         self._own_session = session is None
+        # Poll and Report go over an agent session (one WebSocket) unless the server has none
+        self._agent: AgentSession | None = (
+            AgentSession(endpoint, region, self._http, service=service) if agent_session else None
+        )
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -68,6 +66,8 @@ class EcsClient:
         return self._session
 
     async def close(self) -> None:
+        if self._agent is not None:
+            await self._agent.close()
         if self._session is not None and self._own_session:
             await self._session.close()
         self._session = None
@@ -110,7 +110,17 @@ class EcsClient:
         return await self.call(ECS_PREFIX + "RegisterContainerInstance", body)
 
     async def poll(self, body: dict[str, Any], wait_seconds: float) -> dict[str, Any]:
-        return await self.call(AGENT_PREFIX + "Poll", body, timeout=wait_seconds + 15.0)
+        return await self.agent_call(AGENT_PREFIX + "Poll", body, timeout=wait_seconds + 15.0)
 
     async def report(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.call(AGENT_PREFIX + "Report", body)
+        return await self.agent_call(AGENT_PREFIX + "Report", body)
+
+    async def agent_call(self, target: str, body: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        """An agent operation: on the agent session, or as ``POST /`` when the server has none."""
+        if self._agent is not None:
+            try:
+                return await self._agent.call(target, body, self.credentials, timeout)
+            except SessionUnsupported as e:
+                log.info("no agent sessions at %s (%s): calls go as HTTP requests", self.endpoint, e)
+                self._agent = None
+        return await self.call(target, body, timeout=timeout)
