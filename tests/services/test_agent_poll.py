@@ -88,3 +88,27 @@ async def test_agent_tasks_are_serialized_once_per_version(env: Env) -> None:
     assert answer["revision"] == first["revision"]  # its own report is no news ...
     by_arn = {t["taskArn"]: t for t in answer["tasks"]}
     assert by_arn[arns[0]]["reportedSeq"] == 1 and by_arn[arns[1]]["reportedSeq"] == 0  # ... but shown
+
+
+async def test_answers_follow_the_set_between_revisions(env: Env) -> None:
+    """An answer reuses what the last one built for the instance only while it still holds: a task
+    the agent's own report stopped leaves at the same revision, a new task joins at a new one, and
+    the tasks that did not change keep their bytes."""
+    agent = await register(env, 0)
+    run = await OPS["RunTask"](env, ADMIN, {"cluster": "c", "taskDefinition": "f", "count": 3})
+    arns = sorted(t["taskArn"] for t in run["tasks"])
+    body = {"cluster": "c", "containerInstanceArn": agent.principal.instance_arn, "knownRevision": 0}
+    first = await OPS["DockyardAgentV1.Poll"](env, agent, body)
+    assert [orjson.loads(bytes(orjson.dumps(t)))["taskArn"] for t in first["tasks"]] == arns  # sorted
+    stop = [{"taskArn": arns[1], "seq": 1, "status": "STOPPED"}]
+    after = await OPS["DockyardAgentV1.Poll"](env, agent, {**body, "reports": stop})
+    assert after["revision"] == first["revision"]
+    assert after["tasks"] == [first["tasks"][0], first["tasks"][2]]
+    assert after["tasks"][0] is first["tasks"][0] and after["tasks"][1] is first["tasks"][2]
+    more = await OPS["RunTask"](env, ADMIN, {"cluster": "c", "taskDefinition": "f"})
+    grown = await OPS["DockyardAgentV1.Poll"](env, agent, body)
+    assert grown["revision"] > first["revision"]
+    shown = [orjson.loads(bytes(orjson.dumps(t)))["taskArn"] for t in grown["tasks"]]
+    assert shown == sorted([arns[0], arns[2], more["tasks"][0]["taskArn"]])
+    kept = {first["tasks"][0], first["tasks"][2]}
+    assert sum(1 for t in grown["tasks"] if any(t is k for k in kept)) == 2  # not serialized again

@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_tz
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import quote, unquote_plus
 
 from dockyard.domain.errors import (
@@ -80,8 +81,7 @@ class SignedRequest:
     session_token: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Auth:
+class _Auth(NamedTuple):
     """The four parts of a SigV4 signature, from the Authorization header or the query."""
 
     credential: str
@@ -109,9 +109,9 @@ def verify(
     """Check a request's SigV4 signature; return who signed it or raise a ``ProtocolError``."""
     query_params = _split_query(query) if query else []
     auth = _read_auth(headers, query_params)
-    access_key, date, region, service = _parse_credential(auth, expected_service)
+    access_key, date, region, service, signed_at = _parse_credential(auth, expected_service)
     _require_signed(auth, headers)
-    _check_time(auth, now, window_seconds)
+    _check_time(auth, signed_at, now, window_seconds)
 
     secret = lookup_secret(access_key)
     if secret is None:
@@ -266,17 +266,19 @@ def _parse_header(header: str, headers: Mapping[str, str]) -> _Auth:
                     f"Authorization header: '{_echo(header)}'."
                 )
             fields[name.strip()] = value.strip()
-    problems = [
-        f"Authorization header requires '{name}' parameter."
-        for name in ("Credential", "Signature", "SignedHeaders")
-        if not fields.get(name)
-    ]
     amz_date, date_header = _request_date(headers)
-    if not amz_date:
-        problems.append(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-        )
-    if problems:
+    if not (
+        fields.get("Credential") and fields.get("Signature") and fields.get("SignedHeaders") and amz_date
+    ):
+        problems = [
+            f"Authorization header requires '{name}' parameter."
+            for name in ("Credential", "Signature", "SignedHeaders")
+            if not fields.get(name)
+        ]
+        if not amz_date:
+            problems.append(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+            )
         if algorithm.startswith("AWS4-") and algorithm != ALGORITHM and rest:
             problems = [f"Unsupported AWS 'algorithm': '{_echo(algorithm)}'."]
         raise IncompleteSignature(" ".join(problems) + f" Authorization={_echo(header)}")
@@ -345,7 +347,8 @@ def _request_date(headers: Mapping[str, str]) -> tuple[str, str]:
         return http_date.strip(), "date"
 
 
-def _parse_credential(auth: _Auth, expected_service: str | None) -> tuple[str, str, str, str]:
+def _parse_credential(auth: _Auth, expected_service: str | None) -> tuple[str, str, str, str, int]:
+    """Access key, date, region and service of the credential scope, and when the request was signed."""
     parts = auth.credential.split("/")
     if len(parts) != 5 or not all(parts[:4]):
         raise IncompleteSignature(
@@ -359,7 +362,8 @@ def _parse_credential(auth: _Auth, expected_service: str | None) -> tuple[str, s
         )
     if expected_service is not None and service != expected_service:
         raise InvalidSignature(f"Credential should be scoped to correct service: '{expected_service}'.")
-    if _parse_time(auth.amz_date) is None:
+    signed_at = _parse_time(auth.amz_date)
+    if signed_at is None:
         raise IncompleteSignature(
             f"Date must be in ISO-8601 'basic format' (YYYYMMDD'T'HHMMSS'Z'). Got '{_echo(auth.amz_date)}'."
         )
@@ -368,7 +372,7 @@ def _parse_credential(auth: _Auth, expected_service: str | None) -> tuple[str, s
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: "
             f"'{_echo(date)}' != '{auth.amz_date[:8]}', from '{auth.amz_date}'."
         )
-    return access_key, date, region, service
+    return access_key, date, region, service, signed_at
 
 
 def _require_signed(auth: _Auth, headers: Mapping[str, str]) -> None:
@@ -394,14 +398,11 @@ def _require_signed(auth: _Auth, headers: Mapping[str, str]) -> None:
             raise InvalidSignature(f"'{title}' must be a 'SignedHeader' in the AWS Authorization.")
 
 
-def _check_time(auth: _Auth, now: float, window: float) -> None:
-    signed_at = _parse_time(auth.amz_date)
-    assert signed_at is not None  # _parse_credential checked the format
-    minutes = f"{window / 60:g}"
+def _check_time(auth: _Auth, signed_at: int, now: float, window: float) -> None:
     if signed_at > now + window:
         raise InvalidSignature(
             f"Signature not yet current: {auth.amz_date} is still later than "
-            f"{_format_time(now + window)} ({_format_time(now)} + {minutes} min.)"
+            f"{_format_time(now + window)} ({_format_time(now)} + {window / 60:g} min.)"
         )
     if auth.expires is not None:
         if now > signed_at + auth.expires:
@@ -412,13 +413,20 @@ def _check_time(auth: _Auth, now: float, window: float) -> None:
     elif signed_at < now - window:
         raise InvalidSignature(
             f"Signature expired: {auth.amz_date} is now earlier than "
-            f"{_format_time(now - window)} ({_format_time(now)} - {minutes} min.)"
+            f"{_format_time(now - window)} ({_format_time(now)} - {window / 60:g} min.)"
         )
 
 
 def _parse_time(text: str) -> int | None:
     """Seconds since the epoch of 'YYYYMMDDTHHMMSSZ', or None (a hand parser: strptime is slow)."""
-    if len(text) != 16 or text[8] != "T" or text[15] != "Z":
+    if len(text) != 16:
+        return None
+    return _parse_time16(text)
+
+
+@lru_cache(maxsize=1024)  # the requests of one second share their date: parse it once
+def _parse_time16(text: str) -> int | None:
+    if text[8] != "T" or text[15] != "Z":
         return None
     digits = text[:8] + text[9:15]
     if not (digits.isascii() and digits.isdigit()):

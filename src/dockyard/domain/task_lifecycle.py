@@ -208,19 +208,19 @@ def merge_report(task: Task, report: TaskReport, now: float) -> Merged:
     if report.containers:
         by_name = {r.name: r for r in report.containers}
         changes["containers"] = tuple(
-            merge_container(c, by_name[c.name]) if c.name in by_name else c for c in task.containers
+            [merge_container(c, by_name[c.name]) if c.name in by_name else c for c in task.containers]
         )
-    for name, value in (
-        ("pull_started_at", report.pull_started_at),
-        ("pull_stopped_at", report.pull_stopped_at),
-        ("started_at", report.started_at),
-    ):
-        if value is not None and getattr(task, name) is None:
-            changes[name] = value
+    if report.pull_started_at is not None and task.pull_started_at is None:
+        changes["pull_started_at"] = report.pull_started_at
+    if report.pull_stopped_at is not None and task.pull_stopped_at is None:
+        changes["pull_stopped_at"] = report.pull_stopped_at
+    if report.started_at is not None and task.started_at is None:
+        changes["started_at"] = report.started_at
     if report.health_status is not None:
         changes["health_status"] = report.health_status
-    if report.seq is not None:
+    if report.seq is not None:  # moves reportedSeq: a new version for sure
         changes["reported_seq"] = report.seq
+        changes["version"] = task.version + 1
     if report.status is not None and not task.stopped:
         changes["last_status"] = max(task.last_status, _OPENS[report.status])
         if report.status is TaskStatus.STOPPED:
@@ -234,7 +234,10 @@ def merge_report(task: Task, report: TaskReport, now: float) -> Merged:
                 stopped_reason=task.stopped_reason or report.reason or ESSENTIAL_EXITED_REASON,
                 execution_stopped_at=_first(task.execution_stopped_at, report.execution_stopped_at),
             )
-    return _bump(task, settle(_evolve(task, **changes) if changes else task, now))
+    after = settle(_evolve(task, **changes) if changes else task, now)
+    if report.seq is None:  # may change nothing: compare
+        return _bump(task, after)
+    return Merged(after, changed=True, released=after.stopped and not task.stopped)
 
 
 def request_stop(task: Task, *, reason: str | None, stop_code: str, now: float) -> Merged:

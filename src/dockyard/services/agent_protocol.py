@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from functools import partial
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from itertools import compress
+from operator import is_not
 from typing import Any
 
 import orjson
@@ -29,12 +32,12 @@ import orjson
 from dockyard.domain import arns
 from dockyard.domain.container_instances import InstanceStatus
 from dockyard.domain.errors import AccessDenied, InvalidParameter
-from dockyard.domain.task_lifecycle import TaskReport
+from dockyard.domain.task_lifecycle import TaskReport, in_desired_set
 from dockyard.domain.tasks import Task
-from dockyard.placement.cache import ClusterCache
+from dockyard.placement.cache import ClusterCache, Entry
 from dockyard.placement.commit import read_task
 from dockyard.services import keys
-from dockyard.services.agent_reports import MISSING, Item, apply_reports
+from dockyard.services.agent_reports import MISSING, Item, apply_reports, apply_reports_at
 from dockyard.services.agent_wire import (
     agent_task,
     from_container_state_change,
@@ -57,9 +60,9 @@ ADMIN = "admin"
 RENEWED = "liveness_renewed"
 TASK_DEFINITIONS = "agent_task_definitions"
 TASK_DEFINITION_CACHE_SIZE = 1024
-WIRE_TASKS = "agent_wire_tasks"
+ANSWERS = "agent_poll_answers"
 WAITING = "agent_polls_waiting"
-WIRE_TASK_CACHE_SIZE = 32_768
+MAX_ANSWERS = 65_536  # instances whose last answer is kept (more: start again)
 
 
 # ---- who acts for what ----------------------------------------------------------------------------
@@ -76,14 +79,26 @@ def acting_for(ctx: RequestContext, instance_arn: str, cluster_ref: str | None) 
         raise _deny(ctx, instance_arn)
     if principal.kind not in (AGENT, ADMIN):
         raise _deny(ctx, instance_arn)
+    region, account, cluster, instance_id = _instance_arn_parts(instance_arn)
+    if (region, account) != (ctx.region, ctx.account_id):
+        raise _deny(ctx, instance_arn)
+    if cluster_ref and _cluster_name(cluster_ref) != cluster:
+        raise InvalidParameter("The container instance does not belong to the given cluster.")
+    return keys.Scope(ctx.account_id, ctx.region, cluster), instance_id
+
+
+@lru_cache(maxsize=4096)
+def _instance_arn_parts(instance_arn: str) -> tuple[str, str, str, str]:
+    """(region, account, cluster, id) of a container instance ARN (every Poll parses its own)."""
     parsed = arns.parse_container_instance(instance_arn)
     if parsed.arn is None or parsed.cluster is None:
         raise InvalidParameter("containerInstanceArn must be a container instance ARN with its cluster.")
-    if (parsed.arn.region, parsed.arn.account) != (ctx.region, ctx.account_id):
-        raise _deny(ctx, instance_arn)
-    if cluster_ref and arns.cluster_name(cluster_ref) != parsed.cluster:
-        raise InvalidParameter("The container instance does not belong to the given cluster.")
-    return keys.Scope(ctx.account_id, ctx.region, parsed.cluster), parsed.id
+    return parsed.arn.region, parsed.arn.account, parsed.cluster, parsed.id
+
+
+@lru_cache(maxsize=1024)
+def _cluster_name(cluster_ref: str) -> str:
+    return arns.cluster_name(cluster_ref)
 
 
 def _check_task_owner(ctx: RequestContext, task: Task) -> None:
@@ -96,15 +111,20 @@ def _check_task_owner(ctx: RequestContext, task: Task) -> None:
 
 @operation(POLL)
 async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
-    instance_arn = text(req, "containerInstanceArn", "containerInstanceArn", required=True)
+    instance_arn = text(req, "containerInstanceArn", required=True)
     assert instance_arn is not None
-    scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster", "cluster"))
+    scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster"))
     asked = parse_poll(req)
     reports = parse_reports(req, required=False)
-    results = await _apply(env, ctx, scope, instance_id, reports) if reports else None
-    cache = await cluster_cache(env)
+    results, written = await _apply(env, ctx, scope, instance_id, reports) if reports else (None, 0)
+    # read-your-writes: every write committed before this call has a revision below the one the
+    # reports just wrote, so waiting for that is the same guarantee as ``sync`` without asking the store
+    cache = await cluster_cache(env, sync=not written)
+    if written:
+        await cache.wait_applied(written)
     entry = cache.instance(scope, instance_id)
     if entry is None or entry.value.status is InstanceStatus.INACTIVE:
+        _answers(env, cache).pop((scope, instance_id), None)
         revision = cache.desired_revision(scope, instance_id)
         return _with_results(
             {"revision": revision, "instanceStatus": InstanceStatus.INACTIVE.value, "tasks": []}, results
@@ -114,19 +134,15 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
     deadline = loop.time() + min(asked.wait_seconds, env.settings.agent_timeout_seconds / 2)
     while True:
         changed = cache.change_event(scope, instance_id)
-        revision, tasks = cache.desired(scope, instance_id)
         left = deadline - loop.time()
-        if revision > asked.known_revision or left <= 0 or env.stopping.is_set():
+        news = cache.desired_revision(scope, instance_id) > asked.known_revision
+        if news or left <= 0 or env.stopping.is_set():
             break
         await _wait_change(env, changed, left)
+    revision, tasks = await _desired(env, ctx, cache, scope, instance_id)
     entry = cache.instance(scope, instance_id)
     status = entry.value.status if entry is not None else InstanceStatus.INACTIVE
-    answer = {
-        "revision": revision,
-        "instanceStatus": status.value,
-        "tasks": [await _wire_task(env, ctx, cache, scope, t) for t in tasks],
-    }
-    return _with_results(answer, results)
+    return _with_results({"revision": revision, "instanceStatus": status.value, "tasks": tasks}, results)
 
 
 def _with_results(answer: dict[str, Any], results: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -138,7 +154,9 @@ def _with_results(answer: dict[str, Any], results: list[dict[str, Any]] | None) 
 async def _renew_liveness(env: Env, cache: ClusterCache, scope: keys.Scope, instance_id: str) -> None:
     """Keep the instance's liveness lease alive (at most every quarter TTL), or grant a new one."""
     ttl = env.settings.agent_timeout_seconds
-    renewed: dict[tuple[keys.Scope, str], float] = env.extras.setdefault(RENEWED, {})
+    renewed: dict[tuple[keys.Scope, str], float] | None = env.extras.get(RENEWED)
+    if renewed is None:
+        renewed = env.extras[RENEWED] = {}
     now = asyncio.get_running_loop().time()
     lease = cache.lease_of(scope, instance_id)
     if lease is not None and now - renewed.get((scope, instance_id), -ttl) < ttl / 4:
@@ -162,30 +180,76 @@ async def _renew_liveness(env: Env, cache: ClusterCache, scope: keys.Scope, inst
     renewed[(scope, instance_id)] = now
 
 
-async def _wire_task(
-    env: Env, ctx: RequestContext, cache: ClusterCache, scope: keys.Scope, task: Task
-) -> orjson.Fragment:
-    """One ``AgentTask``, serialized once per stored version of the task (every Poll answer repeats
-    the whole set; the api layer embeds the bytes as they are)."""
-    entry = cache.scope(scope).tasks.get(task.id)
-    key = (task.arn, entry.mod_revision) if entry is not None and entry.value is task else None
-    known: OrderedDict[tuple[str, int], orjson.Fragment] = env.extras.setdefault(WIRE_TASKS, OrderedDict())
-    hit = known.get(key) if key is not None else None
-    if key is not None and hit is not None:
-        known.move_to_end(key)
-        return hit
+@dataclass
+class _Answer:
+    """An instance's desired set as its last Poll answer showed it, kept so that the next answer
+    neither sorts nor filters the instance's tasks again, nor serializes a task whose stored version
+    it already serialized (every answer repeats the whole set; the api layer embeds the bytes).
+
+    ``ids``: the tasks on the instance, sorted, as of desired-set ``revision`` when the cache held
+    ``members`` tasks there. A task enters the set only with a new desired-set revision (and never
+    comes back once out of it), so while both still hold, the set is ``ids`` minus those that left:
+    per task, the cache entry last seen and its ``AgentTask`` bytes (None: not in the set)."""
+
+    revision: int
+    members: int
+    ids: list[str]
+    entries: list[Entry[Task] | None]
+    wire: list[orjson.Fragment | None]
+
+
+def _answers(env: Env, cache: ClusterCache) -> dict[tuple[keys.Scope, str], _Answer]:
+    known: tuple[ClusterCache, dict[tuple[keys.Scope, str], _Answer]] | None = env.extras.get(ANSWERS)
+    if known is None or known[0] is not cache or len(known[1]) > MAX_ANSWERS:
+        known = env.extras[ANSWERS] = (cache, {})
+    return known[1]
+
+
+async def _desired(
+    env: Env, ctx: RequestContext, cache: ClusterCache, scope: keys.Scope, instance_id: str
+) -> tuple[int, list[orjson.Fragment]]:
+    """The instance's desired-set revision and its ``AgentTask``s, sorted by task id (what
+    ``ClusterCache.desired`` lists), each serialized once per stored version of the task."""
+    st = cache.scope(scope)
+    revision = st.desired_revision.get(instance_id, 0)
+    on = st.tasks_by_instance.get(instance_id, ())
+    answers = _answers(env, cache)
+    key = (scope, instance_id)
+    last = answers.get(key)
+    if last is None or last.revision != revision or last.members != len(on):
+        ids = sorted(on)
+        answer = _Answer(revision, len(on), ids, [None] * len(ids), [None] * len(ids))
+        if last is not None:  # keep the bytes of the tasks that did not change
+            kept = dict(zip(last.ids, zip(last.entries, last.wire, strict=True), strict=True))
+            for i, task_id in enumerate(ids):
+                answer.entries[i], answer.wire[i] = kept.get(task_id, (None, None))
+        answers[key] = last = answer
+    entries = list(map(st.tasks.get, last.ids))
+    keep = True
+    for i in compress(range(len(entries)), map(is_not, entries, last.entries)):  # the tasks that changed
+        entry, wire = entries[i], None
+        if entry is not None and entry.value.instance_id == instance_id and in_desired_set(entry.value):
+            wire = await _wire_task(env, ctx, entry.value)
+            if wire is None:  # its task definition is gone: serialized each time, never kept
+                keep = False
+                wire = orjson.Fragment(orjson.dumps(agent_task(entry.value, None)))
+        last.entries[i], last.wire[i] = entry, wire  # together, after the await (concurrent polls)
+    if not keep:
+        answers.pop(key, None)
+    return revision, [w for w in last.wire if w is not None]
+
+
+async def _wire_task(env: Env, ctx: RequestContext, task: Task) -> orjson.Fragment | None:
+    """One ``AgentTask``; None when its task definition no longer exists."""
     td = await _task_definition(env, ctx, task.task_definition_arn)
-    wire = orjson.Fragment(orjson.dumps(agent_task(task, td)))
-    if key is not None and td is not None:
-        known[key] = wire
-        while len(known) > WIRE_TASK_CACHE_SIZE:
-            known.popitem(last=False)
-    return wire
+    if td is None:
+        return None
+    return orjson.Fragment(orjson.dumps(agent_task(task, td)))
 
 
-async def _task_definition(env: Env, ctx: RequestContext, arn: str) -> dict[str, Any] | None:
-    """A task definition's wire object by ARN (revisions never change what the agent reads)."""
-    known: OrderedDict[str, dict[str, Any]] = env.extras.setdefault(TASK_DEFINITIONS, OrderedDict())
+async def _task_definition(env: Env, ctx: RequestContext, arn: str) -> orjson.Fragment | None:
+    """A task definition's wire object by ARN, serialized (revisions never change what the agent reads)."""
+    known: OrderedDict[str, orjson.Fragment] = env.extras.setdefault(TASK_DEFINITIONS, OrderedDict())
     hit = known.get(arn)
     if hit is not None:
         known.move_to_end(arn)
@@ -193,7 +257,7 @@ async def _task_definition(env: Env, ctx: RequestContext, arn: str) -> dict[str,
     td = await resolve_task_definition(env, ctx, arn)
     if td is None:
         return None
-    known[arn] = wire = td.to_wire()
+    known[arn] = wire = orjson.Fragment(orjson.dumps(td.to_wire()))
     while len(known) > TASK_DEFINITION_CACHE_SIZE:
         known.popitem(last=False)
     return wire
@@ -204,18 +268,19 @@ async def _task_definition(env: Env, ctx: RequestContext, arn: str) -> dict[str,
 
 @operation(REPORT)
 async def report(env: Env, ctx: RequestContext, req: Request) -> Response:
-    instance_arn = text(req, "containerInstanceArn", "containerInstanceArn", required=True)
+    instance_arn = text(req, "containerInstanceArn", required=True)
     assert instance_arn is not None
-    scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster", "cluster"))
-    results = await _apply(env, ctx, scope, instance_id, parse_reports(req))
+    scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster"))
+    results, _ = await _apply(env, ctx, scope, instance_id, parse_reports(req))
     cache = await cluster_cache(env, sync=False)
     return {"results": results, "revision": cache.desired_revision(scope, instance_id)}
 
 
 async def _apply(
     env: Env, ctx: RequestContext, scope: keys.Scope, instance_id: str, reports: list[tuple[str, TaskReport]]
-) -> list[dict[str, Any]]:
-    """Apply one instance's reports (``agent_reports``); the per-report results, in request order.
+) -> tuple[list[dict[str, Any]], int]:
+    """Apply one instance's reports (``agent_reports``); the per-report results, in request order,
+    and the highest store revision their writes created (0: nothing written).
 
     Every task must be the instance's before anything is applied (else AccessDenied)."""
     cache = await cluster_cache(env, sync=False)
@@ -229,7 +294,7 @@ async def _apply(
         if known is not None and known.instance_id != instance_id:
             raise _deny(ctx, task_arn)
         items.append((task_id if known is not None else None, rep))
-    outcomes = await apply_reports(
+    outcomes, written = await apply_reports_at(
         env, cache, scope, instance_id, items, check=partial(_check_task_owner, ctx)
     )
     results = []
@@ -238,10 +303,16 @@ async def _apply(
         if outcome is not None:
             result["reason"] = outcome
         results.append(result)
-    return results
+    return results, written
 
 
 def _task_id_in(scope: keys.Scope, task_arn: str) -> str | None:
+    """The id of the task ``task_arn`` names if it can be a task of ``scope``'s cluster, else None."""
+    prefix = _task_arn_prefix(scope)
+    if prefix and task_arn.startswith(prefix):  # the usual form, without building the parsed ARN
+        task_id = task_arn[len(prefix) :]
+        if task_id and "/" not in task_id:
+            return task_id
     try:
         parsed = arns.parse_task(task_arn)
     except InvalidParameter:
@@ -249,6 +320,15 @@ def _task_id_in(scope: keys.Scope, task_arn: str) -> str | None:
     if parsed.cluster not in (None, scope.cluster):
         return None
     return parsed.id
+
+
+@lru_cache(maxsize=1024)
+def _task_arn_prefix(scope: keys.Scope) -> str | None:
+    """``arn:aws:ecs:<region>:<account>:task/<cluster>/``: what ``arns.parse_task`` reads as a task
+    of ``scope`` when the rest is one non-empty id (None when the scope's parts could confuse that)."""
+    if ":" in scope.region + scope.account or "/" in scope.cluster:
+        return None
+    return arns.task_arn(scope.region, scope.account, scope.cluster, "")
 
 
 # ---- ECS agent operations -------------------------------------------------------------------------

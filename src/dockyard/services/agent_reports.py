@@ -51,16 +51,31 @@ async def apply_reports(
     """Apply ``items`` (reports about tasks of ``instance_id``); per item, why it was dropped
     (``STALE``, ``MISSING``) or None when it was applied. ``check`` may refuse a task (raise) before
     anything of its chunk is written."""
+    outcomes, _ = await apply_reports_at(env, cache, scope, instance_id, items, check)
+    return outcomes
+
+
+async def apply_reports_at(
+    env: Env,
+    cache: ClusterCache,
+    scope: keys.Scope,
+    instance_id: str,
+    items: Sequence[Item],
+    check: Callable[[Task], None] = lambda _t: None,
+) -> tuple[list[str | None], int]:
+    """``apply_reports``, and the highest store revision its transactions created (0: none wrote):
+    once the cache has applied that, it holds every write committed before the call."""
     outcomes: list[str | None] = [MISSING] * len(items)
     order: dict[str, list[int]] = {}
     for i, (task_id, _) in enumerate(items):
         if task_id is not None:
             order.setdefault(task_id, []).append(i)
     task_ids = list(order)
+    written = 0
     for start in range(0, len(task_ids), MAX_TASK_WRITES):
         chunk = _Chunk(env, cache, scope, instance_id, task_ids[start : start + MAX_TASK_WRITES])
-        await chunk.apply(order, items, outcomes, check)
-    return outcomes
+        written = max(written, await chunk.apply(order, items, outcomes, check))
+    return outcomes, written
 
 
 class _Chunk:
@@ -84,7 +99,8 @@ class _Chunk:
         items: Sequence[Item],
         outcomes: list[str | None],
         check: Callable[[Task], None],
-    ) -> None:
+    ) -> int:
+        """Merge and write the chunk's tasks; the revision the write created (0: nothing to write)."""
         for task_id, base in list(self.bases.items()):
             if base is None:  # not applied by the cache yet (or unknown): the store decides
                 await self._read_task(task_id)
@@ -107,10 +123,10 @@ class _Chunk:
                 if changed:
                     writes.append(TaskWrite(task, base.mod_revision, released))
             if not writes:
-                return
+                return 0
             try:
-                await write_tasks(self.env.store, self.scope, writes, self.allocation, self.cache)
-                return
+                done = await write_tasks(self.env.store, self.scope, writes, self.allocation, self.cache)
+                return done.revision
             except Conflict as conflict:
                 await self._re_read(set(conflict.keys), [w.task.id for w in writes])
             if attempt >= 2:

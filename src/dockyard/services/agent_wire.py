@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from dockyard.domain.errors import InvalidParameter
 from dockyard.domain.task_lifecycle import ContainerReport, TaskReport, agent_desired_status
 from dockyard.domain.task_status import AGENT_REPORTED, ContainerStatus, HealthStatus, StopCode, TaskStatus
@@ -28,33 +30,53 @@ def _fail(path: str, expected: str) -> InvalidParameter:
     return InvalidParameter(f"Invalid value for {path}: expected {expected}.")
 
 
-def text(doc: Mapping[str, Any], name: str, path: str, *, required: bool = False) -> str | None:
+# The field readers take the path of the object that holds the field ("" for the request itself)
+# and spell the field's own path only for an error message.
+
+
+def _path(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def text(doc: Mapping[str, Any], name: str, where: str = "", *, required: bool = False) -> str | None:
     value = doc.get(name)
     if value is None:
         if required:
-            raise InvalidParameter(f"Missing required parameter {path}.")
+            raise InvalidParameter(f"Missing required parameter {_path(where, name)}.")
         return None
     if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise _fail(path, f"a string of at most {MAX_TEXT} characters")
+        raise _fail(_path(where, name), f"a string of at most {MAX_TEXT} characters")
     return value
 
 
-def integer(doc: Mapping[str, Any], name: str, path: str, *, low: int = 0) -> int | None:
+def integer(doc: Mapping[str, Any], name: str, where: str = "", *, low: int = 0) -> int | None:
     value = doc.get(name)
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value < 2**63:
-        raise _fail(path, f"an integer >= {low}")
+        raise _fail(_path(where, name), f"an integer >= {low}")
     return value
 
 
-def number(doc: Mapping[str, Any], name: str, path: str) -> float | None:
+def number(doc: Mapping[str, Any], name: str, where: str = "") -> float | None:
     value = doc.get(name)
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise _fail(path, "a non-negative number of seconds")
+        raise _fail(_path(where, name), "a non-negative number of seconds")
     return float(value)
+
+
+def choice(doc: Mapping[str, Any], name: str, where: str, allowed: Mapping[str, Any]) -> Any:
+    """One of ``allowed``'s values, named by its key (a string field), or None when absent."""
+    value = doc.get(name)
+    if value is None:
+        return None
+    hit = allowed.get(value) if isinstance(value, str) else None
+    if hit is None:
+        text(doc, name, where)  # not a string (of at most MAX_TEXT characters): say that first
+        raise _fail(_path(where, name), " | ".join(allowed))
+    return hit
 
 
 def _enum(value: str | None, path: str, allowed: Mapping[str, Any]) -> Any:
@@ -80,18 +102,22 @@ class PollRequest:
 
 
 def parse_poll(req: Mapping[str, Any]) -> PollRequest:
-    known = integer(req, "knownRevision", "knownRevision") or 0
-    wait = number(req, "waitSeconds", "waitSeconds") or 0.0
+    known = integer(req, "knownRevision") or 0
+    wait = number(req, "waitSeconds") or 0.0
     return PollRequest(known, min(wait, MAX_WAIT_SECONDS))
 
 
-def agent_task(task: Task, task_definition: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One ``AgentTask`` of a Poll response."""
+def agent_task(task: Task, task_definition: Mapping[str, Any] | orjson.Fragment | None) -> dict[str, Any]:
+    """One ``AgentTask`` of a Poll response (``task_definition``: its wire object, or those bytes)."""
     return {
         "taskArn": task.arn,
         "clusterArn": task.cluster_arn,
         "desiredStatus": agent_desired_status(task).name,  # RUNNING while its targets drain
-        "taskDefinition": dict(task_definition) if task_definition is not None else None,
+        "taskDefinition": (
+            task_definition
+            if task_definition is None or isinstance(task_definition, orjson.Fragment)
+            else dict(task_definition)
+        ),
         "overrides": dict(task.overrides),
         "cpu": str(task.cpu) if task.cpu is not None else None,
         "memory": str(task.memory) if task.memory is not None else None,
@@ -118,16 +144,16 @@ def _bindings(value: Any, path: str) -> tuple[Mapping[str, Any], ...] | None:
         if not isinstance(b, dict):
             raise _fail(where, "an object")
         binding: dict[str, Any] = {}
-        ip = text(b, "bindIP", f"{where}.bindIP")
+        ip = text(b, "bindIP", where)
         if ip is not None:
             binding["bindIP"] = ip
         for name in ("containerPort", "hostPort"):
-            port = integer(b, name, f"{where}.{name}")
+            port = integer(b, name, where)
             if port is not None:
                 if port > 65535:
                     raise _fail(f"{where}.{name}", "a port from 0 to 65535")
                 binding[name] = port
-        protocol = text(b, "protocol", f"{where}.protocol") or "tcp"
+        protocol = text(b, "protocol", where) or "tcp"
         if protocol not in ("tcp", "udp"):
             raise _fail(f"{where}.protocol", "tcp | udp")
         binding["protocol"] = protocol
@@ -138,18 +164,17 @@ def _bindings(value: Any, path: str) -> tuple[Mapping[str, Any], ...] | None:
 def parse_container_report(doc: Any, path: str, name_field: str = "name") -> ContainerReport:
     if not isinstance(doc, dict):
         raise _fail(path, "an object")
-    name = text(doc, name_field, f"{path}.{name_field}", required=True)
+    name = text(doc, name_field, path, required=True)
     assert name is not None
+    bindings = doc.get("networkBindings")
     return ContainerReport(
         name=name,
-        status=_enum(text(doc, "status", f"{path}.status"), f"{path}.status", _CONTAINER_STATUSES),
-        exit_code=integer(doc, "exitCode", f"{path}.exitCode", low=-(2**31)),
-        reason=text(doc, "reason", f"{path}.reason"),
-        runtime_id=text(doc, "runtimeId", f"{path}.runtimeId"),
-        network_bindings=_bindings(doc.get("networkBindings"), f"{path}.networkBindings"),
-        health_status=_enum(
-            text(doc, "healthStatus", f"{path}.healthStatus"), f"{path}.healthStatus", _HEALTH
-        ),
+        status=choice(doc, "status", path, _CONTAINER_STATUSES),
+        exit_code=integer(doc, "exitCode", path, low=-(2**31)),
+        reason=text(doc, "reason", path),
+        runtime_id=text(doc, "runtimeId", path),
+        network_bindings=_bindings(bindings, f"{path}.networkBindings") if bindings is not None else None,
+        health_status=choice(doc, "healthStatus", path, _HEALTH),
     )
 
 
@@ -158,13 +183,13 @@ def _containers(value: Any, path: str, name_field: str = "name") -> tuple[Contai
         return ()
     if not isinstance(value, list) or len(value) > 100:
         raise _fail(path, "a list of at most 100 containers")
-    return tuple(parse_container_report(c, f"{path}[{i}]", name_field) for i, c in enumerate(value))
+    return tuple([parse_container_report(c, f"{path}[{i}]", name_field) for i, c in enumerate(value)])
 
 
-def _stop_code(doc: Mapping[str, Any], path: str) -> str | None:
-    code = text(doc, "stopCode", path)
+def _stop_code(doc: Mapping[str, Any], where: str) -> str | None:
+    code = text(doc, "stopCode", where)
     if code is not None and code not in STOP_CODES:
-        raise _fail(path, " | ".join(sorted(STOP_CODES)))
+        raise _fail(_path(where, "stopCode"), " | ".join(sorted(STOP_CODES)))
     return code
 
 
@@ -180,8 +205,8 @@ def parse_reports(req: Mapping[str, Any], *, required: bool = True) -> list[tupl
         path = f"reports[{i}]"
         if not isinstance(r, dict):
             raise _fail(path, "an object")
-        arn = text(r, "taskArn", f"{path}.taskArn", required=True)
-        seq = integer(r, "seq", f"{path}.seq", low=1)
+        arn = text(r, "taskArn", path, required=True)
+        seq = integer(r, "seq", path, low=1)
         if seq is None:
             raise InvalidParameter(f"Missing required parameter {path}.seq.")
         assert arn is not None
@@ -190,16 +215,14 @@ def parse_reports(req: Mapping[str, Any], *, required: bool = True) -> list[tupl
                 arn,
                 TaskReport(
                     seq=seq,
-                    status=_enum(text(r, "status", f"{path}.status"), f"{path}.status", _TASK_STATUSES),
-                    reason=text(r, "reason", f"{path}.reason"),
-                    stop_code=_stop_code(r, f"{path}.stopCode"),
-                    pull_started_at=number(r, "pullStartedAt", f"{path}.pullStartedAt"),
-                    pull_stopped_at=number(r, "pullStoppedAt", f"{path}.pullStoppedAt"),
-                    started_at=number(r, "startedAt", f"{path}.startedAt"),
-                    execution_stopped_at=number(r, "executionStoppedAt", f"{path}.executionStoppedAt"),
-                    health_status=_enum(
-                        text(r, "healthStatus", f"{path}.healthStatus"), f"{path}.healthStatus", _HEALTH
-                    ),
+                    status=choice(r, "status", path, _TASK_STATUSES),
+                    reason=text(r, "reason", path),
+                    stop_code=_stop_code(r, path),
+                    pull_started_at=number(r, "pullStartedAt", path),
+                    pull_stopped_at=number(r, "pullStoppedAt", path),
+                    started_at=number(r, "startedAt", path),
+                    execution_stopped_at=number(r, "executionStoppedAt", path),
+                    health_status=choice(r, "healthStatus", path, _HEALTH),
                     containers=_containers(r.get("containers"), f"{path}.containers"),
                 ),
             )
