@@ -50,9 +50,10 @@ class FakeControlPlane:
         self._runner: web.AppRunner | None = None
         self.endpoint = ""
 
-    async def start(self) -> None:
+    async def start(self, extra_routes: list[web.RouteDef] | None = None) -> None:
         app = web.Application()
         app.router.add_post("/", self.handle)
+        app.router.add_routes(extra_routes or [])
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -1,4 +1,4 @@
-"""Agent sessions (docs/agent-protocol.md section 6): Poll and Report over one signed WebSocket,
+"""Agent sessions (docs/agent-protocol.md section 8): Poll and Report over one signed WebSocket,
 against a real server process, with the agent's own client and with raw messages."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
-from dockyard.client.ecs import AGENT_PREFIX, ApiError, EcsClient, TransportError
+from dockyard.client.ecs import AGENT_PREFIX, ECS_PREFIX, ApiError, EcsClient, TransportError
 from dockyard.client.session import PATH
 from dockyard.client.sigv4 import Credentials, sign
 from tests.agent.fake_server import FakeControlPlane
@@ -174,24 +175,114 @@ async def test_refused_upgrade_is_an_aws_error(dockyard_server: ServerProcess, w
         assert refused.value.status == 403
         assert refused.value.headers is not None
         assert refused.value.headers.get("x-amzn-ErrorType") == code
-        response = await http.get(f"http://127.0.0.1:{dockyard_server.port}{PATH}", headers=headers)
-        assert response.status in (400, 403, 404, 405, 426)  # a plain GET is no session either
+        assert "without completing handshake" not in dockyard_server.log()
 
 
-async def test_client_falls_back_to_http_without_sessions(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (404, None),  # no such path (aiohttp, most servers)
+        (400, "UnknownOperationException"),  # a Dockyard server from before sessions
+        (403, None),  # Starlette without a websocket route
+        (502, None),  # a proxy that does not pass WebSockets
+    ],
+)
+async def test_client_falls_back_to_http_without_sessions(status: int, error_type: str | None) -> None:
     fake = FakeControlPlane()
-    await fake.start()
-    client = EcsClient(fake.endpoint, Credentials("AKIDFAKE", "secret"), "us-east-1")
-    try:
-        answer = await client.poll(
-            {"cluster": "test", "containerInstanceArn": "arn", "knownRevision": 0, "waitSeconds": 0}, 0
+    upgrades = 0
+
+    async def no_sessions(_: web.Request) -> web.Response:
+        nonlocal upgrades
+        upgrades += 1
+        headers = {"x-amzn-ErrorType": error_type} if error_type else {}
+        return web.json_response(
+            {"__type": error_type or "", "message": "no"}, status=status, headers=headers
         )
-        assert "revision" in answer
-        assert client._agent is None  # the upgrade got 404: from now on every call is POST /
-        assert fake.polls == 1
+
+    await fake.start(extra_routes=[web.get(PATH, no_sessions)] if status != 404 else [])
+    client = EcsClient(fake.endpoint, Credentials("AKIDFAKE", "secret"), "us-east-1")
+    body = {"cluster": "test", "containerInstanceArn": "arn", "knownRevision": 0, "waitSeconds": 0}
+    try:
+        for _ in range(3):
+            assert "revision" in await client.poll(body, 0)
+        assert fake.polls == 3  # every call went as POST /
+        assert upgrades == (1 if status != 404 else 0)  # and the upgrade was not tried again each time
     finally:
         await client.close()
         await fake.close()
+
+
+async def test_opening_a_session_keeps_to_the_call_timeout() -> None:
+    """A server that accepts the connection and never answers the upgrade: the call fails in time."""
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    client = EcsClient(f"http://127.0.0.1:{port}", Credentials("AKIDFAKE", "secret"), "us-east-1")
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TransportError):
+            await asyncio.wait_for(client.agent_call(POLL, {}, timeout=1.0), 30)
+        assert loop.time() - started < 25  # bounded by the call's timeout, not aiohttp's 300 s
+    finally:
+        await client.close()
+        silent.close()
+
+
+async def test_replayed_upgrade_and_other_operations_are_refused(
+    dockyard_server: ServerProcess, unique: str
+) -> None:
+    agent = _agent_on(dockyard_server, unique)
+    url = f"ws://127.0.0.1:{dockyard_server.port}{PATH}"
+    headers = _signed(dockyard_server, agent.access_key, agent.secret_key)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url, headers=headers) as ws:
+                await ws.send_bytes(
+                    orjson.dumps({"id": 1, "target": ECS_PREFIX + "ListClusters", "body": {}})
+                )
+                answer = orjson.loads((await ws.receive(timeout=10)).data)
+                assert answer["error"]["__type"] == "UnknownOperationException", answer
+            with pytest.raises(aiohttp.WSServerHandshakeError) as replayed:
+                await http.ws_connect(url, headers=headers)  # the same signature again
+            assert replayed.value.status == 403
+            assert replayed.value.headers is not None
+            assert replayed.value.headers.get("x-amzn-ErrorType") == "InvalidSignatureException"
+    finally:
+        agent.close()
+
+
+async def test_sessions_rotate_and_follow_new_credentials(
+    dockyard_server: ServerProcess, unique: str
+) -> None:
+    agent = _agent_on(dockyard_server, unique)
+    client = _client(dockyard_server, agent)
+    session = client._agent
+    assert session is not None
+    try:
+        first = await client.poll(_poll_body(agent, 0, 0), 0)
+        assert session._conn is not None
+        old = session._conn
+        waiting = asyncio.create_task(client.poll(_poll_body(agent, first["revision"], 3), 3))
+        await asyncio.sleep(0.1)
+        session.rotate_after = 0.0  # every new call now wants a new session
+        await client.poll(_poll_body(agent, 0, 0), 0)
+        assert session._conn is not None and session._conn is not old
+        assert not old.ws.closed  # the long-poll in flight on the old session finishes there
+        assert (await asyncio.wait_for(waiting, 20))["revision"] == first["revision"]
+        await asyncio.sleep(0)
+        assert old.closer is not None
+        await old.closer
+        assert old.ws.closed
+        session.rotate_after = 900.0
+
+        agent.register()  # registered again: new credentials, the old session is left
+        client.credentials = Credentials(agent.access_key, agent.secret_key)
+        before = session._conn
+        assert (await client.poll(_poll_body(agent, 0, 0), 0))["instanceStatus"] == "ACTIVE"
+        assert session._conn is not before and before.ws.closed
+    finally:
+        await client.close()
+        agent.close()
 
 
 async def test_session_survives_a_server_restart(tmp_path: Path) -> None:

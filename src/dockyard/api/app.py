@@ -172,7 +172,13 @@ class EcsApi:
         return await self.verify(request.method, raw_path, query, headers, body)
 
     async def verify(
-        self, method: str, raw_path: bytes, query: bytes, headers: dict[str, str], body: bytes
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: dict[str, str],
+        body: bytes,
+        expected_service: str | None = None,
     ) -> Caller:
         auth = headers.get("authorization")
         if not auth:
@@ -192,6 +198,7 @@ class EcsApi:
             ),
             now=self.env.clock.time(),
             window_seconds=self.config.signature_window_seconds,
+            expected_service=expected_service,
         )
         assert issued is not None
         return Caller(issued.principal, signed.region)
@@ -284,10 +291,15 @@ class FastPath:
         self.app = app
         self.handler = handler
         self.ecs = ecs
+        self.sessions = (
+            agent_session.Sessions(ecs, window_seconds=ecs.config.signature_window_seconds)
+            if ecs is not None
+            else None
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and self.ecs is not None and scope["path"] == agent_session.PATH:
-            await agent_session.serve(self.ecs, scope, receive, send)
+        if scope["type"] == "websocket" and self.sessions is not None and scope["path"] == agent_session.PATH:
+            await self.sessions.serve(scope, receive, send)
             return
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
             if self.ecs is not None:

@@ -167,6 +167,7 @@ async def serve(
 
     import uvicorn
 
+    from dockyard.api import agent_session
     from dockyard.api.app import ApiConfig, create_app
     from dockyard.api.credentials import PROFILE, KeyRing, write_cli_files
     from dockyard.clock import SystemClock
@@ -220,7 +221,8 @@ async def serve(
             port=options.port,
             loop="uvloop",
             http="httptools",
-            ws="websockets-sansio",  # agent sessions (api/agent_session.py)
+            ws=_websocket_protocol(),  # agent sessions (api/agent_session.py)
+            ws_max_size=agent_session.MAX_MESSAGE,
             ws_per_message_deflate=False,  # small JSON messages on loopback or a LAN: not worth the CPU
             access_log=False,
             log_level="warning",
@@ -262,3 +264,19 @@ async def serve(
         ready.cancel()
         await asyncio.gather(ready, return_exceptions=True)
         await store.close()
+
+
+def _websocket_protocol() -> type:
+    """uvicorn's websockets-sansio protocol, minus one false alarm: a refused upgrade (an AWS error
+    sent as the HTTP answer, ``websocket.http.response.*``) is logged by uvicorn 0.54 as "ASGI
+    callable returned without completing handshake" at ERROR, so any unsigned client could fill
+    the log. The answer is complete once its last body part is sent; this says so."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class Protocol(WebSocketsSansIOProtocol):
+        async def send(self, message: Any) -> None:
+            await super().send(message)
+            if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+                self.handshake_complete = True
+
+    return Protocol

@@ -12,6 +12,7 @@ when the server offers one, else as HTTP requests like every other call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -31,6 +32,7 @@ log = logging.getLogger("dockyard.client")
 ECS_PREFIX = "AmazonEC2ContainerServiceV20141113."
 AGENT_PREFIX = "DockyardAgentV1."
 CONTENT_TYPE = "application/x-amz-json-1.1"
+SESSION_RETRY_SECONDS = 600.0  # after "no sessions here", calls go as POST / this long
 
 
 class EcsClient:
@@ -57,6 +59,7 @@ class EcsClient:
         self._agent: AgentSession | None = (
             AgentSession(endpoint, region, self._http, service=service) if agent_session else None
         )
+        self._agent_retry_at = 0.0  # loop time from which a session is tried (again)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -117,10 +120,16 @@ class EcsClient:
 
     async def agent_call(self, target: str, body: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         """An agent operation: on the agent session, or as ``POST /`` when the server has none."""
-        if self._agent is not None:
+        loop = asyncio.get_running_loop()
+        if self._agent is not None and loop.time() >= self._agent_retry_at:
             try:
                 return await self._agent.call(target, body, self.credentials, timeout)
             except SessionUnsupported as e:
-                log.info("no agent sessions at %s (%s): calls go as HTTP requests", self.endpoint, e)
-                self._agent = None
+                log.info(
+                    "no agent sessions at %s (%s): calls go as HTTP requests; trying again in %.0fs",
+                    self.endpoint,
+                    e,
+                    SESSION_RETRY_SECONDS,
+                )
+                self._agent_retry_at = loop.time() + SESSION_RETRY_SECONDS
         return await self.call(target, body, timeout=timeout)
