@@ -4,6 +4,7 @@ allocation record, liveness or tasks re-builds exactly that instance's view."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import replace
 
 import orjson
@@ -168,3 +169,37 @@ async def test_what_this_process_wrote_is_kept_as_written_not_decoded_again(env)
     await store.txn([], [Put(keys.allocation(SCOPE, "a"), raw)])
     await cache.sync()
     assert cache.allocation(SCOPE, "a").value == alloc.value  # type: ignore[union-attr]
+
+
+async def test_task_counts_followed_through_updates_equal_a_relisted_cache(env):  # type: ignore[no-untyped-def]
+    """Status counts, tasks per instance and running counts, kept current through updates in place,
+    moves between instances and deletions, equal what a fresh list builds."""
+    store, cache = env
+    for name in "abc":
+        await add_instance(store, name, memory=5000)
+    ask = TaskAsk(Resources(0, 100))
+    outcome = await place_tasks(store, cache, SCOPE, [ask] * 9, builder(ask, "g"), rng=random.Random(4))
+    rng = random.Random(5)
+    statuses = [TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.STOPPING, TaskStatus.STOPPED]
+    live = {t.id: t for t in outcome.tasks}
+    for _ in range(60):
+        task = live[rng.choice(sorted(live))]
+        roll = rng.random()
+        if roll < 0.1 and len(live) > 3:
+            await store.txn(deletes=[Delete(keys.task(SCOPE, task.id))])
+            del live[task.id]
+            continue
+        moved = rng.choice("abc") if roll > 0.85 else task.instance_id
+        changed = replace(task, last_status=rng.choice(statuses), instance_id=moved)
+        await store.txn([], [Put(keys.task(SCOPE, task.id), orjson.dumps(changed.to_document()))])
+        live[task.id] = changed
+        await cache.sync()
+        st = cache.scope(SCOPE)
+        assert +st.status_counts == +Counter(t.last_status for t in live.values())
+        assert {i: set(ids) for i, ids in st.tasks_by_instance.items()} == {
+            i: {t.id for t in live.values() if t.instance_id == i}
+            for i in {t.instance_id for t in live.values()}
+        }
+        running = Counter(t.instance_id for t in live.values() if t.last_status is TaskStatus.RUNNING)
+        assert +st.running == running
+        assert {n: view(cache, n).running_tasks for n in "abc"} == {n: running[n] for n in "abc"}

@@ -220,11 +220,12 @@ def test_the_index_picks_what_a_full_scan_would(views, tasks, strategy, data):  
 @FAST
 @given(
     instances(max_size=8),
-    st.lists(st.tuples(st.integers(0, 7), st.sampled_from("rgn"), st.integers(0, 4)), max_size=30),
+    st.lists(st.tuples(st.integers(0, 7), st.sampled_from("rgnpf"), st.integers(0, 4)), max_size=30),
 )
 def test_the_index_kept_current_equals_one_built_from_scratch(views, changes):  # type: ignore[no-untyped-def]
     """r: removed; g: groups and status changed (re-filed); n: only the running count changed (the
-    index swaps the view without re-filing it)."""
+    index swaps the view without re-filing it); p: a task placed (remaining shrinks, another group
+    or the same one grows: re-filed in place); f: a task freed (remaining grows, a count drops)."""
     live = InstanceIndex(views)
     live.attribute_buckets("zone")  # built early: must be kept current too
     current = {v.arn: v for v in views}
@@ -241,6 +242,13 @@ def test_the_index_kept_current_equals_one_built_from_scratch(views, changes):  
                 changed = _with(
                     base, base.remaining, {GROUP: count}, status="ACTIVE" if count % 2 else "DRAINING"
                 )
+            elif kind == "p":
+                group = GROUP if count % 2 else f"other{count}"
+                left = R(base.remaining.cpu - 10 * count, base.remaining.memory - count)
+                changed = _with(base, left, {**base.groups, group: base.groups.get(group, 0) + 1})
+            elif kind == "f":
+                groups = {g: n - 1 for g, n in base.groups.items() if n > 1 or g != GROUP}
+                changed = _with(base, R(base.remaining.cpu + count, base.remaining.memory), groups)
             else:
                 changed = _with(base, base.remaining, dict(base.groups), running_tasks=count)
             live.put(changed)
@@ -250,13 +258,49 @@ def test_the_index_kept_current_equals_one_built_from_scratch(views, changes):  
     assert sorted(live.order) == sorted(fresh.order)
     for field in ("cpu", "memory"):
         assert list(live.sorted_by(field)) == list(fresh.sorted_by(field))
-    assert dict(live.group_counts(GROUP)) == dict(fresh.group_counts(GROUP))
-    assert {k: sorted(b) for k, b in live.group_buckets(GROUP).items()} == {
-        k: sorted(b) for k, b in fresh.group_buckets(GROUP).items()
-    }
+    for group in [GROUP] + [f"other{n}" for n in range(5)]:
+        assert dict(live.group_counts(group)) == dict(fresh.group_counts(group))
+        assert {k: sorted(b) for k, b in live.group_buckets(group).items()} == {
+            k: sorted(b) for k, b in fresh.group_buckets(group).items()
+        }
     assert {k: sorted(b) for k, b in live.attribute_buckets("zone").items()} == {
         k: sorted(b) for k, b in fresh.attribute_buckets("zone").items()
     }
+
+
+@FAST
+@given(
+    instances(min_size=9, max_size=12),
+    st.lists(st.tuples(st.integers(0, 11), st.sampled_from("rpfs"), st.integers(0, 40)), max_size=30),
+)
+def test_binpack_order_read_between_changes_equals_a_fresh_sort(views, changes):  # type: ignore[no-untyped-def]
+    """The sorted lists are brought up to date when read: read after every change (one instance
+    re-filed at a time) they equal a sort of the current views. s: status or connection flipped."""
+    live = InstanceIndex(views)
+    current = {v.arn: v for v in views}
+    for position, kind, count in changes:
+        v = views[position % len(views)]
+        base = current.get(v.arn, v)
+        if kind == "r":
+            live.remove(v.arn)
+            current.pop(v.arn, None)
+            continue
+        if kind == "s":
+            changed = _with(base, base.remaining, dict(base.groups), agent_connected=not base.agent_connected)
+        else:
+            step = -count if kind == "p" else count
+            changed = _with(
+                base, R(base.remaining.cpu + step, base.remaining.memory - step), dict(base.groups)
+            )
+        live.put(changed)
+        current[v.arn] = changed
+        for field in ("cpu", "memory"):
+            expected = sorted(
+                (w.remaining.cpu if field == "cpu" else w.remaining.memory, w.arn)
+                for w in current.values()
+                if w.schedulable
+            )
+            assert list(live.sorted_by(field)) == expected
 
 
 def _with(v: InstanceView, left: Resources, groups: dict[str, int], **kw: object) -> InstanceView:

@@ -42,11 +42,11 @@ class Resources:
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(
-            cpu=self.cpu + other.cpu,
-            memory=self.memory + other.memory,
-            ports=self.ports | other.ports,
-            ports_udp=self.ports_udp | other.ports_udp,
-            enis=self.enis + other.enis,
+            self.cpu + other.cpu,
+            self.memory + other.memory,
+            self.ports | other.ports if other.ports else self.ports,
+            self.ports_udp | other.ports_udp if other.ports_udp else self.ports_udp,
+            self.enis + other.enis,
         )
 
     def to_wire(self) -> list[dict[str, Any]]:
@@ -94,11 +94,11 @@ def total(reservations: Iterable[Resources]) -> Resources:
 def remaining(registered: Resources, reserved: Resources) -> Resources:
     """What is left of ``registered`` once ``reserved`` is taken (ports: what is unavailable)."""
     return Resources(
-        cpu=registered.cpu - reserved.cpu,
-        memory=registered.memory - reserved.memory,
-        ports=registered.ports | reserved.ports,
-        ports_udp=registered.ports_udp | reserved.ports_udp,
-        enis=registered.enis - reserved.enis,
+        registered.cpu - reserved.cpu,
+        registered.memory - reserved.memory,
+        registered.ports | reserved.ports if reserved.ports else registered.ports,
+        registered.ports_udp | reserved.ports_udp if reserved.ports_udp else registered.ports_udp,
+        registered.enis - reserved.enis,
     )
 
 

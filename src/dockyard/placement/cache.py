@@ -39,7 +39,7 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -64,7 +64,7 @@ T = TypeVar("T")
 MAX_EXPECTED = 65_536  # ClusterCache.expect's hints held at most (beyond: forgotten, decoded instead)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry(Generic[T]):
     """A document as the cache holds it: decoded value plus the store's revision and version."""
 
@@ -296,7 +296,9 @@ class ClusterCache:
         try:
             for kind, result in listed.items():
                 for kv in result.kvs:
-                    self._put(kind, kv)
+                    parsed = keys.parse(kv.key)
+                    if parsed is not None:
+                        self._put(kind, parsed[1], parsed[2], kv)
         finally:
             self._loading = False
         for st in self._scopes.values():
@@ -319,7 +321,7 @@ class ClusterCache:
         if parsed is not None and parsed[0] in keys.KINDS:
             kind, scope, name = parsed
             if event.type is EventType.PUT:
-                self._put(kind, kv)
+                self._put(kind, scope, name, kv)
             else:
                 self._delete(kind, scope, name, kv.mod_revision)
         self._advance(kv.mod_revision)
@@ -332,10 +334,7 @@ class ClusterCache:
             if not future.done():
                 future.set_result(None)
 
-    def _put(self, kind: str, kv: KeyValue) -> None:
-        parsed = keys.parse(kv.key)
-        assert parsed is not None
-        _, scope, name = parsed
+    def _put(self, kind: str, scope: Scope, name: str, kv: KeyValue) -> None:
         st = self._scopes.get(scope)
         if st is None:
             st = self._scopes[scope] = ScopeState()
@@ -367,8 +366,9 @@ class ClusterCache:
                 st.tasks[name] = Entry(task, kv.mod_revision, kv.version)
                 self._index_task(st, before, task)
                 if before is None or desired_set_changed(before, task):
-                    for instance_id in {task.instance_id, before.instance_id if before else task.instance_id}:
-                        self._changed(scope, st, instance_id, kv.mod_revision)
+                    self._changed(scope, st, task.instance_id, kv.mod_revision)
+                    if before is not None and before.instance_id != task.instance_id:
+                        self._changed(scope, st, before.instance_id, kv.mod_revision)
         except Exception:
             log.exception("cluster cache: cannot decode %s; ignoring it", kv.key)
 
@@ -393,6 +393,9 @@ class ClusterCache:
                 self._changed(scope, st, task.instance_id, revision)
 
     def _index_task(self, st: ScopeState, old: Task | None, new: Task | None) -> None:
+        if old is not None and new is not None and old.instance_id == new.instance_id:
+            self._restatus(st, old, new)  # the common update: the task stays where it is
+            return
         if old is not None:
             st.status_counts[old.last_status] -= 1
             on = st.tasks_by_instance.get(old.instance_id)
@@ -414,6 +417,23 @@ class ClusterCache:
         if was != now or (was and old is not None and new is not None and old.instance_id != new.instance_id):
             for instance_id in {t.instance_id for t in (old, new) if t is not None}:
                 self._refresh(st, instance_id)
+
+    def _restatus(self, st: ScopeState, old: Task, new: Task) -> None:
+        """``_index_task`` for a task updated on the same instance: only its status may move."""
+        was, now = old.last_status, new.last_status
+        if was is now:
+            return
+        st.status_counts[was] -= 1
+        st.status_counts[now] += 1
+        if was is TaskStatus.RUNNING:
+            st.running[new.instance_id] -= 1
+            if st.running[new.instance_id] <= 0:
+                del st.running[new.instance_id]
+        elif now is TaskStatus.RUNNING:
+            st.running[new.instance_id] += 1
+        else:
+            return
+        self._refresh(st, new.instance_id)
 
     def _refresh(self, st: ScopeState, instance_id: str) -> None:
         """Re-build one instance's view in the scheduler's index.
@@ -440,7 +460,7 @@ class ClusterCache:
             agent_connected = connected and alloc.value.status is not InstanceStatus.INACTIVE
             if old.running_tasks == running and old.agent_connected == agent_connected:
                 return
-            view = replace(old, running_tasks=running, agent_connected=agent_connected)
+            view = old.with_running(running, agent_connected)
         else:
             same_instance = old is not None and built is not None and built[0] is entry
             attributes = old.attributes if old is not None and same_instance else None

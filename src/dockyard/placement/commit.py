@@ -94,7 +94,7 @@ def encode(doc: object) -> bytes:
 def _put(cache: ClusterCache | None, key: str, value: Task | Allocation) -> Put:
     """The put of ``value``'s document; the cache, when given, keeps ``value`` rather than decoding
     the document again when the watch brings it back (``ClusterCache.expect``)."""
-    raw = encode(value.to_document())
+    raw = value.to_json() if isinstance(value, Allocation) else encode(value.to_document())
     if cache is not None:
         cache.expect(key, raw, value)
     return Put(key, raw)
@@ -318,7 +318,7 @@ async def write_task(store: StateStore, scope: Scope, kv: KeyValue, task: Task, 
             allocation = Allocation.from_document(orjson.loads(alloc_kv.value))
             if task.id in allocation.tasks:
                 compares.append(Compare.unchanged(alloc_kv, alloc_key))
-                puts.append(Put(alloc_key, encode(allocation.without([task.id]).to_document())))
+                puts.append(Put(alloc_key, allocation.without([task.id]).to_json()))
     await store.txn(compares, puts)
 
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -113,11 +114,14 @@ class InFlight:
         if not busy:
             del self._busy[scope]
 
-    def busy(self, scope: Scope, mine: Iterable[str] = ()) -> frozenset[str]:
-        """The instances other decisions are committing to (``mine``: this decision's marks)."""
+    def busy(self, scope: Scope, mine: Collection[str] = ()) -> AbstractSet[str]:
+        """The instances other decisions are committing to (``mine``: this decision's marks).
+        Without ``mine``, a live view of the marks (read it before the next mark or unmark)."""
         busy = self._busy.get(scope)
         if not busy:
             return frozenset()
+        if not mine:
+            return busy.keys()  # every mark counts (unmark drops what reaches 0)
         own = Counter(mine)
         return frozenset(a for a, n in busy.items() if n > own.get(a, 0))
 

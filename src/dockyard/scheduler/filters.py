@@ -87,6 +87,8 @@ class AttributeFilter:
     reason = ATTRIBUTE
 
     def reject(self, instance: InstanceView, left: Resources, ask: TaskAsk) -> str | None:
+        if not ask.required_attributes:
+            return None
         missing = [a for a in ask.required_attributes if a not in instance.attributes]
         if missing:
             return f"missing required attributes: {', '.join(missing)}"

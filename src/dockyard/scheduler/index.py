@@ -5,7 +5,10 @@
 
 - ``order``: every schedulable instance, indexable (random picks without a scan);
 - ``sorted_by("cpu" | "memory")``: ``(remaining, arn)`` in ascending order, so ``binpack`` finds the
-  fullest instance that fits with one bisection and stays exact;
+  fullest instance that fits with one bisection and stays exact. The lists are brought up to date
+  when they are read: changes in between only note the instance, so clusters placing without
+  ``binpack`` never pay for keeping them sorted, and one that does re-files an instance once per
+  decision however often it changed;
 - ``group_counts(group)`` / ``group_buckets(group)``: reserving tasks of a group per instance, and
   the instances bucketed by that count, for ``spread`` and ``distinctInstance``;
 - ``attribute_buckets(name)``: instances by attribute value, built on first use and kept current,
@@ -78,13 +81,12 @@ def attribute_value(view: InstanceView, name: str) -> str | None:
     return view.attributes.get(name) or None
 
 
-def _same_filing(old: InstanceView, new: InstanceView) -> bool:
-    """Whether ``new`` sits exactly where ``old`` does in every structure the index keeps."""
+def _same_place(old: InstanceView, new: InstanceView) -> bool:
+    """Whether ``new`` is filed under the same id, schedulability and attributes as ``old`` (so only
+    its remaining resources and group counts may need re-filing)."""
     return (
         old.id == new.id
         and old.schedulable == new.schedulable
-        and old.remaining == new.remaining
-        and (old.groups is new.groups or old.groups == new.groups)
         and (old.attributes is new.attributes or old.attributes == new.attributes)
     )
 
@@ -95,6 +97,8 @@ class InstanceIndex:
         self._ids: dict[str, str] = {}
         self.order = IndexedSet()
         self._sorted: dict[str, list[tuple[int, str]]] = {f: [] for f in FIELDS}
+        self._in_sorted: dict[str, InstanceView] = {}  # arn -> the view its sorted entries were made from
+        self._unsorted: set[str] = set()  # arns whose sorted entries may not match their view
         self._group_counts: dict[str, dict[str, int]] = {}
         self._group_buckets: dict[str, dict[int, IndexedSet]] = {}
         self._attributes: dict[str, dict[str | None, IndexedSet]] = {}
@@ -117,7 +121,40 @@ class InstanceIndex:
         return view
 
     def sorted_by(self, field: str) -> Sequence[tuple[int, str]]:
+        if self._unsorted:
+            self._sort()
         return self._sorted[field]
+
+    def _sort(self) -> None:
+        """Re-file the noted instances in the sorted lists, as their current views say (all of
+        them at once when many changed)."""
+        if len(self._unsorted) * 8 > len(self.views):
+            filed = {arn: v for arn, v in self.views.items() if v.schedulable}
+            for field in FIELDS:
+                self._sorted[field] = sorted((_key(v, field), arn) for arn, v in filed.items())
+            self._in_sorted = filed
+            self._unsorted.clear()
+            return
+        for arn in self._unsorted:
+            old = self._in_sorted.pop(arn, None)
+            new = self.views.get(arn)
+            if new is not None and not new.schedulable:
+                new = None
+            for field in FIELDS:
+                was = _key(old, field) if old is not None else None
+                now = _key(new, field) if new is not None else None
+                if was == now:
+                    continue
+                entries = self._sorted[field]
+                if was is not None:
+                    i = bisect.bisect_left(entries, (was, arn))
+                    if i < len(entries) and entries[i][1] == arn:
+                        del entries[i]
+                if now is not None:
+                    bisect.insort(entries, (now, arn))
+            if new is not None:
+                self._in_sorted[arn] = new
+        self._unsorted.clear()
 
     def group_counts(self, group: str) -> Mapping[str, int]:
         return self._group_counts.get(group, {})
@@ -138,8 +175,10 @@ class InstanceIndex:
     def put(self, view: InstanceView) -> None:
         old = self.views.get(view.arn)
         if old is not None:
-            if _same_filing(old, view):  # e.g. only the running count moved: nothing to re-file
+            if _same_place(old, view):  # e.g. a placement or a running count: re-file what moved
                 self.views[view.arn] = view
+                if view.schedulable:
+                    self._refile(old, view)
                 return
             self._unindex(old)
         self.views[view.arn] = view
@@ -157,39 +196,52 @@ class InstanceIndex:
             return
         arn = view.arn
         self.order.add(arn)
-        for field in FIELDS:
-            bisect.insort(self._sorted[field], (_key(view, field), arn))
+        self._unsorted.add(arn)
         for group, count in view.groups.items():
-            if count > 0:
-                self._group_counts.setdefault(group, {})[arn] = count
-                self._group_buckets.setdefault(group, {}).setdefault(count, IndexedSet()).add(arn)
+            self._file_group(arn, group, count)
         for name, buckets in self._attributes.items():
             buckets.setdefault(attribute_value(view, name), IndexedSet()).add(arn)
+
+    def _refile(self, old: InstanceView, new: InstanceView) -> None:
+        """Move a schedulable instance's entries from ``old``'s keys to ``new``'s (same arn)."""
+        arn = new.arn
+        if old.remaining is not new.remaining:
+            self._unsorted.add(arn)
+        if old.groups is not new.groups and old.groups != new.groups:
+            for group in old.groups.keys() | new.groups.keys():
+                was, now = old.groups.get(group, 0), new.groups.get(group, 0)
+                if was != now:
+                    self._unfile_group(arn, group, was)
+                    self._file_group(arn, group, now)
+
+    def _file_group(self, arn: str, group: str, count: int) -> None:
+        if count > 0:
+            self._group_counts.setdefault(group, {})[arn] = count
+            self._group_buckets.setdefault(group, {}).setdefault(count, IndexedSet()).add(arn)
+
+    def _unfile_group(self, arn: str, group: str, count: int) -> None:
+        if count <= 0:
+            return
+        counts = self._group_counts.get(group, {})
+        counts.pop(arn, None)
+        buckets = self._group_buckets.get(group, {})
+        bucket = buckets.get(count)
+        if bucket is not None:
+            bucket.discard(arn)
+            if not bucket:
+                del buckets[count]
+        if not counts:
+            self._group_counts.pop(group, None)
+            self._group_buckets.pop(group, None)
 
     def _unindex(self, view: InstanceView) -> None:
         if not view.schedulable:
             return
         arn = view.arn
         self.order.discard(arn)
-        for field in FIELDS:
-            entries = self._sorted[field]
-            i = bisect.bisect_left(entries, (_key(view, field), arn))
-            if i < len(entries) and entries[i][1] == arn:
-                del entries[i]
+        self._unsorted.add(arn)
         for group, count in view.groups.items():
-            if count <= 0:
-                continue
-            counts = self._group_counts.get(group, {})
-            counts.pop(arn, None)
-            buckets = self._group_buckets.get(group, {})
-            bucket = buckets.get(count)
-            if bucket is not None:
-                bucket.discard(arn)
-                if not bucket:
-                    del buckets[count]
-            if not counts:
-                self._group_counts.pop(group, None)
-                self._group_buckets.pop(group, None)
+            self._unfile_group(arn, group, count)
         for name, by_value in self._attributes.items():
             value = attribute_value(view, name)
             members = by_value.get(value)

@@ -10,6 +10,7 @@ views current from its watch-fed cache (``index.InstanceIndex``) and hands ``pla
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,43 @@ class InstanceView:
     def schedulable(self) -> bool:
         """ACTIVE with its agent connected: the only instances strategies rank."""
         return self.status == ACTIVE and self.agent_connected
+
+    def with_reservations(self, remaining: Resources, groups: Mapping[str, int]) -> InstanceView:
+        """This view with what remains and the group counts changed (``dataclasses.replace`` does
+        the same at twice the cost, and placement does this for every task it places)."""
+        return InstanceView(
+            arn=self.arn,
+            id=self.id,
+            status=self.status,
+            agent_connected=self.agent_connected,
+            registered=self.registered,
+            remaining=remaining,
+            attributes=self.attributes,
+            running_tasks=self.running_tasks,
+            ec2_instance_id=self.ec2_instance_id,
+            groups=groups,
+            registered_at=self.registered_at,
+            agent_version=self.agent_version,
+            revision=self.revision,
+        )
+
+    def with_running(self, running_tasks: int, agent_connected: bool) -> InstanceView:
+        """This view with the running count and the agent's connection changed."""
+        return InstanceView(
+            arn=self.arn,
+            id=self.id,
+            status=self.status,
+            agent_connected=agent_connected,
+            registered=self.registered,
+            remaining=self.remaining,
+            attributes=self.attributes,
+            running_tasks=running_tasks,
+            ec2_instance_id=self.ec2_instance_id,
+            groups=self.groups,
+            registered_at=self.registered_at,
+            agent_version=self.agent_version,
+            revision=self.revision,
+        )
 
 
 @dataclass(frozen=True)
@@ -154,7 +192,7 @@ class Either(Container[str]):
         return item in self._a or item in self._b
 
 
-def either(a: frozenset[str], b: Container[str]) -> Container[str]:
+def either(a: AbstractSet[str], b: Container[str]) -> Container[str]:
     """``a`` or ``b``, without a wrapper when one side is empty."""
     if not a:
         return b

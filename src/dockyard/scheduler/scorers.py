@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Callable, Container, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol, overload
 
 from dockyard.domain.resources import Resources, remaining
@@ -83,7 +83,7 @@ class Plan:
         old = self.view(arn)
         groups = dict(old.groups)
         groups[self.group] = groups.get(self.group, 0) + 1
-        new = replace(old, remaining=remaining(old.remaining, needs), groups=groups)
+        new = old.with_reservations(remaining(old.remaining, needs), groups)
         self.dirty[arn] = new
         if old.schedulable:
             for name, counts in self._value_counts.items():

@@ -84,7 +84,7 @@ _WATCH_WINDOW = 256  # revisions a watcher reads per query while catching up
 _BUSY_TIMEOUT_S = 10.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Job:
     apply: jobs.Apply
     future: asyncio.Future[Any]
@@ -138,7 +138,7 @@ class SqliteStore:
         self.commit_count = 0  # commits (fsyncs) done by this store's writer
         self.durable_revision = 0  # highest revision this store's writer has committed
         self._closed = False
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # (C: no Python-level locking)
         self._local = threading.local()
         self._readers: set[sqlite3.Connection] = set()
         self._hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}

@@ -51,6 +51,7 @@ EVENT_TYPES = {0: EventType.PUT, 1: EventType.DELETE}  # changes.type
 SELECT_META = "SELECT revision, compacted FROM meta"
 SELECT_REVISION = "SELECT revision FROM meta"
 SELECT_KV = "SELECT value, create_rev, mod_rev, version, lease FROM kv WHERE key = ?"
+_SELECT_KVS = "SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE key IN ({marks})"
 SELECT_RANGE = (
     "SELECT key, {value}, create_rev, mod_rev, version, lease FROM kv"
     " WHERE key {lower} ? AND key < ? ORDER BY key {limit}"
@@ -103,6 +104,20 @@ def _read(conn: sqlite3.Connection, key: str) -> KeyValue | None:
     return None if row is None else KeyValue(key, *row)
 
 
+def _read_many(conn: sqlite3.Connection, keys: list[str]) -> dict[str, KeyValue | None]:
+    """``keys`` as they are now (None: absent), read with one query (a statement per key costs
+    more than the rows)."""
+    found: dict[str, KeyValue | None] = dict.fromkeys(keys)
+    if len(keys) == 1:
+        found[keys[0]] = _read(conn, keys[0])
+    elif keys:
+        sql = _SELECT_KVS.format(marks=",".join("?" * len(keys)))
+        for key, *row in conn.execute(sql, [k.encode() for k in keys]):
+            name = key.decode()
+            found[name] = KeyValue(name, *row)
+    return found
+
+
 def txn(
     compares: tuple[Compare, ...],
     puts: tuple[Put, ...],
@@ -110,13 +125,10 @@ def txn(
     conn: sqlite3.Connection,
     batch: Batch,
 ) -> TxnResult:
-    current: dict[str, KeyValue | None] = {}  # each key read once (written keys are distinct)
-
-    def read(key: str) -> KeyValue | None:
-        if key not in current:
-            current[key] = _read(conn, key)
-        return current[key]
-
+    # every key the transaction compares or writes, read at once (written keys are distinct)
+    touched = [c.key for c in compares] + [p.key for p in puts] + [d.key for d in deletes]
+    current = _read_many(conn, list(dict.fromkeys(touched)))
+    read = current.__getitem__
     failed = [c.key for c in compares if not c.holds(read(c.key))]
     if failed:
         raise Conflict(failed)
@@ -143,10 +155,12 @@ def txn(
             gone.append(d.key.encode())
     if not rows and not gone:
         return TxnResult(batch.revision, prev)
-    conn.executemany(_UPSERT_KV, rows)
-    conn.executemany(_LOG_PUT, log)
-    conn.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in gone])
-    conn.executemany(_LOG_DELETE, [(rev, len(rows) + i, key) for i, key in enumerate(gone)])
+    if rows:
+        conn.executemany(_UPSERT_KV, rows)
+        conn.executemany(_LOG_PUT, log)
+    if gone:
+        conn.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in gone])
+        conn.executemany(_LOG_DELETE, [(rev, len(rows) + i, key) for i, key in enumerate(gone)])
     batch.revision = rev
     return TxnResult(rev, prev)
 
