@@ -176,13 +176,15 @@ async def test_hollow_agents_run_n_instances_in_one_process(fake, tmp_path):  # 
         assert (resources["CPU"], resources["MEMORY"]) == (2048, 4096)
         session = engines[0].client._session
         assert session is not None and all(e.client._session is session for e in engines)
+        # every instance has its first desired set before tasks arrive (one Poll answer each)
+        await until(lambda: all(e.revision > 0 for e in engines), what="a first Poll answered on each")
         arns = [
             await fake.run_task(busybox({"name": "web"}), e.instance_arn) for e in engines for _ in range(3)
         ]
         await until(lambda: all(fake.status(a) == "RUNNING" for a in arns), what="all RUNNING")
         await until(lambda: hollow.running_tasks() == 18, what="18 running")
         assert sum(fake.report_batches) >= 18 and hollow.stats.polls >= 12  # one shared ReportStats
-        assert not gc.isenabled()  # registered: collection goes in steps (hollow._collect_in_steps)
+        assert not gc.isenabled()  # registered: hollow.YoungCollector collects
         first = [e.instance_arn for e in engines]
     finally:
         job.cancel()
@@ -278,4 +280,5 @@ def test_hollow_agent_command_against_the_real_server(dockyard_server, ecs, uniq
     stats = [line for line in agent.log().splitlines() if "hollow agent stats" in line]
     assert stats, agent.log()
     counted = json.loads(stats[-1].split("hollow agent stats ", 1)[1])
-    assert counted["instances"] == 4 and counted["polls"] >= 8 and counted["errors"] == 0
+    # each instance's first Poll is answered at once; the tasks may ride that answer or a later one
+    assert counted["instances"] == 4 and counted["polls"] >= 4 and counted["errors"] == 0

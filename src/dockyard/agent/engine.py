@@ -34,7 +34,7 @@ from dockyard.agent.networking.rules import start_networking
 from dockyard.agent.ports import PortAllocator
 from dockyard.agent.registration import HostFacts
 from dockyard.agent.reporter import DEFAULT_WINDOW, Reporter, ReportStats, task_report
-from dockyard.agent.runner import Desired, ReportResult, Resync, RunnerContext, TaskRunner
+from dockyard.agent.runner import Resync, RunnerContext, TaskRunner
 from dockyard.agent.runtime.base import (
     LABEL_INSTANCE,
     LABEL_STOP_TIMEOUT,
@@ -294,6 +294,7 @@ class Engine:
             news = revision != self.revision
             self.revision = revision
             self.apply(answer)
+            del answer  # applied: freed now, not when the next answer replaces it (a long-poll later)
             if self._stopping and not self.runners:
                 log.info("instance deregistered; all tasks stopped")
                 return
@@ -326,27 +327,27 @@ class Engine:
     def apply(self, answer: dict[str, Any]) -> None:
         """Apply one desired set (docs/agent-protocol.md, section 2)."""
         seen: set[str] = set()
+        inactive = answer.get("instanceStatus") == "INACTIVE"
         for wire in answer.get("tasks") or ():
             arn = str(wire["taskArn"])
             seen.add(arn)
-            desired = TaskStatus.RUNNING if wire.get("desiredStatus") == "RUNNING" else TaskStatus.STOPPED
-            if answer.get("instanceStatus") == "INACTIVE":
-                desired = TaskStatus.STOPPED
+            running = wire.get("desiredStatus") == "RUNNING" and not inactive
+            desired = TaskStatus.RUNNING if running else TaskStatus.STOPPED
             reported = int(wire.get("reportedSeq") or 0)
             runner = self.runners.get(arn)
             if runner is not None:
-                runner.desire(Desired(desired, reported))
+                runner.desire(desired, reported)  # (a no-op when unchanged, as it mostly is)
             elif arn in self.finished:
                 self._resend_final(arn, reported)
             else:
                 self._start_runner(wire, desired, reported)
         for arn, runner in self.runners.items():
             if arn not in seen:
-                runner.desire(Desired(TaskStatus.STOPPED))
-        if answer.get("instanceStatus") == "INACTIVE":
+                runner.desire(TaskStatus.STOPPED)
+        if inactive:
             self._stopping = True
             for runner in self.runners.values():
-                runner.desire(Desired(TaskStatus.STOPPED))
+                runner.desire(TaskStatus.STOPPED)
         if self._first_set:
             self._first_set = False
             self._stop_strays(seen)
@@ -422,20 +423,24 @@ class Engine:
 
     # -- reports -----------------------------------------------------------------------------------
 
-    def _publish(self, task: TaskState) -> None:
+    def _publish(self, task: TaskState, report: dict[str, Any]) -> None:
         assert self.reporter is not None
-        self.reporter.submit(task_report(task))
+        self.reporter.submit(report)
         self.writer.put_task(task)
-        if self._poll_now is not None and self._settled():
+        if self._poll_now is not None and self._settled(self.runners.get(task.arn)):
             _resolve(self._poll_now)
 
-    def _settled(self) -> bool:
-        return all(r.settled for r in self.runners.values())
+    def _settled(self, first: TaskRunner | None = None) -> bool:
+        """Every runner settled. The likeliest not to be are asked first: ``first`` (the one that
+        just published), then the newest."""
+        if first is not None and not first.settled:
+            return False
+        return all(r.settled for r in reversed(self.runners.values()))
 
     def _report_result(self, arn: str, seq: int, accepted: bool) -> None:
         runner = self.runners.get(arn)
         if runner is not None:
-            runner.send(ReportResult(seq, accepted))
+            runner.report_result(seq, accepted)
             return
         fin = self.finished.get(arn)
         if fin is not None and seq >= fin.seq:

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from dockyard.agent import dependencies, task_spec
 from dockyard.agent.cgroups import OOM_REASON, OomCounters, TaskCgroups, oom_verdict
@@ -91,7 +92,7 @@ class RunnerContext:
     ports: PortAllocator
     cgroups: TaskCgroups | None
     instance_arn: str
-    publish: Callable[[TaskState], None]
+    publish: Callable[[TaskState, dict[str, Any]], None]  # the task and its report (task_report)
     allow_privileged: bool = False
     networking: TaskNetworking | None = None  # awsvpc (agent/networking/); None: awsvpc tasks fail
     default_stop_timeout: int = task_spec.DEFAULT_STOP_TIMEOUT
@@ -128,12 +129,19 @@ class TaskRunner:
     def send(self, message: Message) -> None:
         self.queue.put_nowait(message)
 
-    def desire(self, desired: Desired) -> None:
+    def desire(self, status: TaskStatus, reported_seq: int = 0) -> None:
         """Hand over the server's desired state, unless it is the one already handed over (every
         poll answer repeats the whole set) and no rejected report waits for it."""
-        if desired != self._desired or self._resend:
-            self._desired = desired
-            self.send(desired)
+        last = self._desired
+        if last is None or last.status is not status or last.reported_seq != reported_seq or self._resend:
+            self._desired = Desired(status, reported_seq)
+            self.send(self._desired)
+
+    def report_result(self, seq: int, accepted: bool) -> None:
+        """What the server did with report ``seq``. Only a rejection asks anything of the runner
+        (a resend once the server's seq is known); an acceptance is not worth a wake-up."""
+        if not accepted:
+            self.send(ReportResult(seq, accepted))
 
     @property
     def finished(self) -> bool:
@@ -158,21 +166,26 @@ class TaskRunner:
                 self._publish()
                 if self.finished and not self._flight.busy:
                     break
-                self._apply(await self.queue.get())
+                while not self._apply(await self.queue.get()):
+                    pass  # it changed nothing: the last decision stands
             await self._teardown()
         finally:
             for t in self._actions:
                 t.cancel()
 
-    def _apply(self, msg: Message) -> None:
+    def _apply(self, msg: Message) -> bool:
+        """Take in one message; False when it certainly changed nothing (no new decision needed)."""
         task = self.task
-        if isinstance(msg, Desired):
+        if isinstance(msg, Desired):  # mostly the server acknowledging a report: no news
+            changed = msg.reported_seq > task.seq
             task.seq = max(task.seq, msg.reported_seq)
             if self._resend and msg.reported_seq >= task.seq:
                 self._last_report = None  # publish again with a seq above the server's
                 self._resend = False
+                changed = True
             if msg.status is not TaskStatus.RUNNING:
-                task.request_stop(None, None)
+                changed |= task.request_stop(None, None)
+            return changed
         elif isinstance(msg, ActionDone):
             self._done(msg)
         elif isinstance(msg, Resync):
@@ -181,7 +194,8 @@ class TaskRunner:
             if not msg.accepted and msg.seq == task.seq:
                 self._resend = True
         else:
-            self._event(msg)
+            return self._event(msg)
+        return True
 
     def _decide(self) -> None:
         task = self.task
@@ -220,7 +234,7 @@ class TaskRunner:
             return
         self.task.seq += 1
         self._last_report = body
-        self.ctx.publish(self.task)
+        self.ctx.publish(self.task, {**body, "seq": self.task.seq})
 
     # -- preparing and finishing ---------------------------------------------------------------
 
@@ -383,14 +397,19 @@ class TaskRunner:
             return named
         return None
 
-    def _event(self, ev: RuntimeEvent) -> None:
+    def _event(self, ev: RuntimeEvent) -> bool:
+        """Apply a runtime event; False when it changed nothing (a start already known: the
+        START action's outcome usually comes first)."""
+        known_id = any(c.runtime_id == ev.id for c in self.task.containers.values())
         c = self._container_for(ev.id, ev.labels)
         if c is None:
-            return
+            return False
         if ev.kind is EventKind.START:
             if c.observe(ContainerPhase.RUNNING):
                 c.started_at = ev.time or self.ctx.now()
                 c.network_bindings = [b.to_wire() for b in self._plan.get(c.name, [])]
+            elif known_id:
+                return False
         elif ev.kind is EventKind.OOM:
             self._flight.oom_seen.add(c.name)
         elif ev.kind is EventKind.HEALTH:
@@ -400,6 +419,7 @@ class TaskRunner:
         elif ev.kind is EventKind.DESTROY and c.known < ContainerPhase.STOPPED:
             c.reason = c.reason or VANISHED
             c.observe(ContainerPhase.STOPPED)
+        return True
 
     def _exited(
         self, c: ContainerState, exit_code: int | None, *, oom_flag: bool, finished_at: float | None

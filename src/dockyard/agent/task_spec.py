@@ -2,7 +2,8 @@
 
 - ``task_from_wire``: the ``TaskState``, overrides applied, runtime names fixed before creation
   (``dockyard-<task id>-<container>``: the same task always gets the same names, so a container
-  created just before a crash is found again instead of created twice).
+  created just before a crash is found again instead of created twice). A task definition is
+  parsed once per content (``_definition``), not once per task.
 - ``unsupported``: the first feature Dockyard cannot provide, as a ``ResourceInitializationError``
   reason; the task stops with it instead of running without it.
 - ``volumes`` / ``container_spec`` / ``port_plan``: what the runtime is asked to make.
@@ -10,9 +11,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from dockyard.agent.ports import PortAllocator
 from dockyard.agent.runtime.base import (
@@ -69,20 +73,45 @@ def _apply_override(wire: Mapping[str, Any], override: Mapping[str, Any]) -> dic
     return out
 
 
+Parsed = tuple[Mapping[str, Any], TaskDefinition, tuple[ContainerDefinition, ...]]
+
+
+def _parse(doc: Mapping[str, Any]) -> Parsed:
+    """A task definition document: itself, the definition, and its containers as ECS describes
+    them (defaults filled in)."""
+    definition = TaskDefinition.from_wire(doc)
+    described = tuple(ContainerDefinition.from_wire(c.to_wire()) for c in definition.container_definitions)
+    return doc, definition, described
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_json(doc: bytes) -> Parsed:
+    return _parse(orjson.loads(doc))
+
+
+def _definition(doc: Mapping[str, Any]) -> Parsed:
+    """``_parse``, once per content however many tasks carry the document (task definitions are
+    immutable; the key is the content, so every hit is exact)."""
+    try:
+        key = orjson.dumps(doc)
+    except TypeError:  # (orjson.JSONEncodeError) not JSON: parsed for this task alone
+        return _parse(doc)
+    return _parse_json(key)
+
+
 def task_from_wire(task: Mapping[str, Any]) -> TaskState:
-    definition = TaskDefinition.from_wire(task.get("taskDefinition") or {})
+    wire = dict(task)
+    shared, definition, described = _definition(task.get("taskDefinition") or {})
+    if wire.get("taskDefinition"):
+        wire["taskDefinition"] = shared  # tasks of one definition share one (immutable) document
     overrides = dict(task.get("overrides") or {})
     by_name = {o.get("name"): o for o in overrides.get("containerOverrides") or ()}
     arn = str(task["taskArn"])
     task_id = arn.rsplit("/", 1)[-1]
     containers: dict[str, ContainerState] = {}
-    defs = []
-    for c in definition.container_definitions:
-        wire = c.to_wire()
+    for c, d in zip(definition.container_definitions, described, strict=True):
         if c.name in by_name:
-            wire = _apply_override(wire, by_name[c.name])
-        d = ContainerDefinition.from_wire(wire)
-        defs.append(d)
+            d = ContainerDefinition.from_wire(_apply_override(c.to_wire(), by_name[c.name]))
         containers[d.name] = ContainerState(
             name=d.name, definition=d, runtime_name=runtime_name(task_id, d.name)
         )
@@ -97,7 +126,7 @@ def task_from_wire(task: Mapping[str, Any]) -> TaskState:
         memory=_opt_int(task.get("memory")) if task.get("memory") is not None else definition.memory,
         overrides=overrides,
         seq=int(task.get("reportedSeq") or 0),
-        wire=dict(task),
+        wire=wire,
     )
 
 

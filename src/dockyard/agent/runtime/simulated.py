@@ -14,7 +14,8 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any
 
 from dockyard.agent.runtime.base import (
     ContainerSpec,
@@ -46,15 +47,35 @@ async def _pause(seconds: float) -> None:
 
 @dataclass
 class _Container:
-    obs: Observation
-    spec: ContainerSpec
+    """What the runtime knows of one container (its ``Observation`` is made when asked for)."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    definition: Mapping[str, Any]  # the container definition (wire): command, environment
+    state: State = State.CREATED
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
     exit_task: asyncio.Task[None] | None = field(default=None)
+
+    def observation(self) -> Observation:
+        return Observation(
+            id=self.id,
+            name=self.name,
+            labels=self.labels,
+            state=self.state,
+            exit_code=self.exit_code,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
 
 
 class SimulatedRuntime:
     def __init__(self, delays: Delays | None = None) -> None:
         self.delays = delays or Delays()
         self._containers: dict[str, _Container] = {}
+        self._names: dict[str, str] = {}  # container name -> id
         self._subscribers: list[tuple[dict[str, str], asyncio.Queue[RuntimeEvent]]] = []
         self._ids = itertools.count(1)
 
@@ -79,34 +100,30 @@ class SimulatedRuntime:
         return None
 
     def _find(self, ref: str) -> _Container:
-        c = self._containers.get(ref)
+        c = self._containers.get(ref) or self._containers.get(self._names.get(ref, ""))
         if c is None:
-            for candidate in self._containers.values():
-                if candidate.obs.name == ref:
-                    return candidate
             raise NotFound(ref)
         return c
 
     async def create(self, spec: ContainerSpec) -> str:
         await _pause(self.delays.create)
-        for c in self._containers.values():
-            if c.obs.name == spec.name:
-                return c.obs.id
+        existing = self._names.get(spec.name)
+        if existing is not None:
+            return existing
         cid = f"sim{next(self._ids):061d}"
-        self._containers[cid] = _Container(
-            Observation(id=cid, name=spec.name, labels=dict(spec.labels), state=State.CREATED), spec
-        )
+        self._containers[cid] = _Container(cid, spec.name, dict(spec.labels), spec.definition)
+        self._names[spec.name] = cid
         return cid
 
     async def start(self, container_id: str) -> None:
         await _pause(self.delays.start)
         c = self._find(container_id)
-        if c.obs.state is not State.CREATED:
+        if c.state is not State.CREATED:
             return
-        c.obs = replace(c.obs, state=State.RUNNING, started_at=time.time())
-        self._publish(RuntimeEvent(EventKind.START, c.obs.id, c.obs.labels, time=time.time()))
-        command = list(c.spec.definition.get("command") or [])
-        env = {e.get("name"): e.get("value") for e in c.spec.definition.get("environment") or ()}
+        c.state, c.started_at = State.RUNNING, time.time()
+        self._publish(RuntimeEvent(EventKind.START, c.id, c.labels, time=time.time()))
+        command = list(c.definition.get("command") or [])
+        env = {e.get("name"): e.get("value") for e in c.definition.get("environment") or ()}
         if len(command) == 2 and command[0] == "exit":
             self._exit(c, int(command[1]))
         elif env.get("SIMULATED_EXIT_AFTER"):
@@ -118,10 +135,10 @@ class SimulatedRuntime:
         self._exit(c, code)
 
     def _exit(self, c: _Container, code: int) -> None:
-        if c.obs.state is not State.RUNNING:
+        if c.state is not State.RUNNING:
             return
-        c.obs = replace(c.obs, state=State.EXITED, exit_code=code, finished_at=time.time())
-        self._publish(RuntimeEvent(EventKind.DIE, c.obs.id, c.obs.labels, exit_code=code, time=time.time()))
+        c.state, c.exit_code, c.finished_at = State.EXITED, code, time.time()
+        self._publish(RuntimeEvent(EventKind.DIE, c.id, c.labels, exit_code=code, time=time.time()))
 
     async def stop(self, container_id: str, timeout: int) -> None:
         await _pause(self.delays.stop)
@@ -139,20 +156,22 @@ class SimulatedRuntime:
         except NotFound:
             return
         self._exit(c, 137)
-        del self._containers[c.obs.id]
-        self._publish(RuntimeEvent(EventKind.DESTROY, c.obs.id, c.obs.labels, time=time.time()))
+        del self._containers[c.id]
+        if self._names.get(c.name) == c.id:
+            del self._names[c.name]
+        self._publish(RuntimeEvent(EventKind.DESTROY, c.id, c.labels, time=time.time()))
 
     async def inspect(self, container_id: str) -> Observation | None:
         try:
-            return self._find(container_id).obs
+            return self._find(container_id).observation()
         except NotFound:
             return None
 
     async def list(self, labels: Mapping[str, str]) -> list[Observation]:
         return [
-            c.obs
+            c.observation()
             for c in self._containers.values()
-            if all(c.obs.labels.get(k) == v for k, v in labels.items())
+            if all(c.labels.get(k) == v for k, v in labels.items())
         ]
 
     def _publish(self, event: RuntimeEvent) -> None:
