@@ -56,6 +56,7 @@ async def main(args: argparse.Namespace) -> None:
         cgroup_root=None,
         report_window=args.report_window_ms / 1000,
         poll_interval=args.poll_interval_ms / 1000,
+        session=not args.no_session,
     )
     delays = Delays(
         pull=args.sim_pull_ms / 1000,
@@ -105,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report-window-ms", type=float, default=100.0)
     p.add_argument("--poll-interval-ms", type=float, default=0.0, help="at least this between desired sets")
     p.add_argument("--poll-wait", type=float, default=20.0)
+    p.add_argument("--no-session", action="store_true", help="Poll and Report as HTTP requests")
     p.add_argument("--register-concurrency", type=int, default=32)
     p.add_argument("--log-level", default="warning")
     p.add_argument(

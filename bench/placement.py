@@ -207,6 +207,8 @@ def start_hollow(
     cmd += ["--state-dir", str(workdir / f"hollow-{server.proc.name}")]  # fresh instances per phase
     if args.register_only:
         cmd.append("--register-only")
+    if args.no_session:
+        cmd.append("--no-session")
     log = workdir / f"hollow-{server.proc.name}.log"  # one per phase: READY must be this run's
     proc = spawn("hollow", cmd, log, env)
     deadline = time.monotonic() + max(120, args.instances / 10)
@@ -545,6 +547,11 @@ def main() -> None:
         "--register-only",
         action="store_true",
         help="hollow instances register but neither poll nor report (RunTask alone; not the goal's load)",
+    )
+    p.add_argument(
+        "--no-session",
+        action="store_true",
+        help="hollow agents send Poll and Report as HTTP requests instead of over agent sessions",
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="100 instances, 1,000 tasks")

@@ -14,10 +14,12 @@ import orjson
 import pytest
 from aiohttp import web
 
+from dockyard.agent.hollow import HollowAgents
 from dockyard.client.ecs import AGENT_PREFIX, ECS_PREFIX, ApiError, EcsClient, TransportError
 from dockyard.client.session import PATH
 from dockyard.client.sigv4 import Credentials, sign
 from tests.agent.fake_server import FakeControlPlane
+from tests.agent.harness import settings, until
 from tests.conftest import ServerProcess, start_server
 from tests.services.agent_client import TestAgent
 
@@ -313,3 +315,26 @@ async def test_session_survives_a_server_restart(tmp_path: Path) -> None:
         await client.close()
         agent.close()
         server.kill()
+
+
+@pytest.mark.parametrize("session", [True, False])
+async def test_hollow_agents_follow_the_session_setting(tmp_path: Path, session: bool) -> None:
+    """``dockyard agent --no-session`` (AgentSettings.session) reaches hollow instances too."""
+    fake = FakeControlPlane()
+    upgrades = 0
+
+    async def no_sessions(_: web.Request) -> web.Response:
+        nonlocal upgrades
+        upgrades += 1
+        return web.Response(status=404)
+
+    await fake.start(extra_routes=[web.get(PATH, no_sessions)])
+    hollow = HollowAgents(settings(fake.endpoint, tmp_path / "hollow", session=session), 2)
+    job = asyncio.create_task(hollow.run())
+    try:
+        await until(lambda: fake.polls >= 2, what="both instances polled")
+        assert (upgrades > 0) is session
+    finally:
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        await fake.close()
