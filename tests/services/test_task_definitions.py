@@ -237,6 +237,29 @@ async def test_describe_family_after_the_latest_is_deregistered_skips_gaps(env: 
     ] == 7
 
 
+async def test_resolve_reuses_decoded_revisions_but_sees_every_change(env: Env) -> None:
+    """RunTask's and the services' reads keep decoded revisions; deregistration, deletion and
+    removal still show at once, and a family name still means its latest ACTIVE revision."""
+    await register(env)
+    await register(env)
+    first = await td.resolve_task_definition(env, CTX, "web:1")
+    assert first is not None and first is await td.resolve_task_definition(env, CTX, arn("web", 1))
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:1"})
+    inactive = await td.resolve_task_definition(env, CTX, "web:1")
+    assert inactive is not None and inactive.status is td.INACTIVE
+    await td.delete_task_definitions(env, CTX, {"taskDefinitions": ["web:1"]})
+    deleting = await td.resolve_task_definition(env, CTX, "web:1")
+    assert deleting is not None and deleting.status is td.DELETE_IN_PROGRESS
+    assert await td.expire_task_definitions(env, env.clock.time() + 1) == 1
+    assert await td.resolve_task_definition(env, CTX, "web:1") is None
+    latest = await td.resolve_task_definition(env, CTX, "web")
+    assert latest is not None and latest.revision == 2
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:2"})
+    assert await td.resolve_task_definition(env, CTX, "web") is None
+    described = await td.describe_task_definition(env, CTX, {"taskDefinition": "web:2"})
+    assert described["taskDefinition"]["status"] == "INACTIVE"
+
+
 async def test_the_family_record_stays_small(env: Env) -> None:
     for _ in range(3):
         await asyncio.gather(*(register(env) for _ in range(100)))

@@ -31,12 +31,13 @@ import logging
 import random
 import time
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
 
 from dockyard.api.calls import JSON_CONTENT_TYPE, Caller, lowered, new_request_id
-from dockyard.domain.errors import DockyardError, InvalidSignature, SerializationError, UnknownOperation
+from dockyard.domain.errors import InvalidSignature, SerializationError, UnknownOperation
 
 log = logging.getLogger("dockyard.api.agent_session")
 
@@ -107,8 +108,7 @@ class Sessions:
                 await gate.acquire()
                 call = asyncio.create_task(_call(self.api, session, data, send))
                 calls.add(call)
-                call.add_done_callback(calls.discard)
-                call.add_done_callback(lambda _: gate.release())
+                call.add_done_callback(partial(_finished, calls, gate))
         finally:
             ending.cancel()
             if calls:  # they finish (their answers go nowhere) before the server may close the store
@@ -171,16 +171,24 @@ async def _refuse(
     await send({"type": "websocket.http.response.body", "body": body})
 
 
+def _finished(calls: set[asyncio.Task[None]], gate: asyncio.Semaphore, call: asyncio.Task[None]) -> None:
+    calls.discard(call)
+    gate.release()
+
+
 async def _call(api: Calls, caller: Caller, data: bytes, send: Any) -> None:
     request_id = new_request_id()
     call_id: Any = None
     try:
         frame = orjson.loads(data)
+        if isinstance(frame, dict):
+            call_id = frame.get("id")
+        pending = _start(api, caller, frame, request_id)
     except orjson.JSONDecodeError as e:
-        frame = SerializationError(f"Message is not valid JSON: {e}")
-    if isinstance(frame, dict):
-        call_id = frame.get("id")
-    status, payload = await api.outcome(_run(api, caller, frame, request_id), request_id)
+        pending = _fail(SerializationError(f"Message is not valid JSON: {e}"))
+    except Exception as e:  # answered as ``outcome`` answers any failure of the call
+        pending = _fail(e)
+    status, payload = await api.outcome(pending, request_id)
     answer: dict[str, Any] = {"id": call_id, "requestId": request_id}
     if status == 200:
         answer["result"] = payload
@@ -192,9 +200,9 @@ async def _call(api: Calls, caller: Caller, data: bytes, send: Any) -> None:
         log.debug("session answer %s not sent: %s", request_id, e)
 
 
-async def _run(api: Calls, caller: Caller, frame: object, request_id: str) -> dict[str, Any]:
-    if isinstance(frame, DockyardError):
-        raise frame
+def _start(api: Calls, caller: Caller, frame: object, request_id: str) -> Coroutine[Any, Any, dict[str, Any]]:
+    """The call a message asks for, not yet awaited (``outcome`` awaits it, so a waiting Poll is
+    one coroutine shorter); raises what is wrong with the message itself."""
     if not isinstance(frame, dict):
         raise SerializationError("Message must be a JSON object {id, target, body}.")
     target, body = frame.get("target"), frame.get("body", {})
@@ -203,4 +211,8 @@ async def _run(api: Calls, caller: Caller, frame: object, request_id: str) -> di
     if not target.startswith(AGENT_TARGET_PREFIX):
         raise UnknownOperation(f"{target[:200]!r} is not taken on an agent session: send it as POST /.")
     operation, modelled = api.operation_of(target)
-    return await api.call(caller, operation, modelled, body, request_id)
+    return api.call(caller, operation, modelled, body, request_id)
+
+
+async def _fail(error: Exception) -> dict[str, Any]:
+    raise error

@@ -115,6 +115,17 @@ _TIMES = (
     ("executionStoppedAt", "execution_stopped_at"),
     ("stoppedAt", "stopped_at"),
 )
+# the document's optional fields (written when not None), after its others: wire name, attribute
+_OPTIONAL = (
+    ("cpu", "cpu"),
+    ("memory", "memory"),
+    ("startedBy", "started_by"),
+    ("stopCode", "stop_code"),
+    ("stoppedReason", "stopped_reason"),
+    ("availabilityZone", "availability_zone"),
+    ("service", "service"),
+    *_TIMES,
+)
 
 
 @dataclass(frozen=True)
@@ -194,20 +205,11 @@ class Task:
             "version": self.version,
             "reportedSeq": self.reported_seq,
         }
-        for key, value in (
-            ("cpu", self.cpu),
-            ("memory", self.memory),
-            ("startedBy", self.started_by),
-            ("stopCode", self.stop_code),
-            ("stoppedReason", self.stopped_reason),
-            ("availabilityZone", self.availability_zone),
-            ("service", self.service),
-        ):
+        fields = self.__dict__  # (read once: this runs for every task write)
+        for key, attr in _OPTIONAL:
+            value = fields[attr]
             if value is not None:
                 doc[key] = value
-        for wire_name, attr in _TIMES:
-            if getattr(self, attr) is not None:
-                doc[wire_name] = getattr(self, attr)
         if self.gates:
             doc["gates"] = list(self.gates)
         if self.eni is not None:
@@ -393,6 +395,22 @@ def needs(td: TaskDefinition, overrides: Mapping[str, Any]) -> Resources:
     return Resources(cpu=cpu, memory=memory, ports=tcp, ports_udp=udp, enis=enis)
 
 
+@dataclass(frozen=True)
+class TaskShape:
+    """What every task of one definition with one set of overrides shares (``task_shape``), so a
+    RunTask of several tasks works it out once rather than once per task."""
+
+    cpu: int | None  # task level, after overrides
+    memory: int | None
+    limits: tuple[tuple[int, int | None, int | None], ...]  # per container: cpu, memory, reservation
+    reservation: Resources  # ``needs``
+
+
+def task_shape(td: TaskDefinition, overrides: Mapping[str, Any]) -> TaskShape:
+    cpu, memory = task_size(td, overrides)
+    return TaskShape(cpu, memory, tuple(_container_limits(td, overrides)), needs(td, overrides))
+
+
 def new_task(
     *,
     region: str,
@@ -411,10 +429,12 @@ def new_task(
     availability_zone: str | None = None,
     gates: tuple[str, ...] = (),
     service: str | None = None,
+    shape: TaskShape | None = None,
 ) -> Task:
-    """A task just placed on ``instance_arn``: PROVISIONING, desired RUNNING."""
-    task_cpu, task_memory = task_size(td, overrides)
-    limits = _container_limits(td, overrides)
+    """A task just placed on ``instance_arn``: PROVISIONING, desired RUNNING. ``shape``: the
+    ``task_shape(td, overrides)`` the caller already has."""
+    if shape is None:
+        shape = task_shape(td, overrides)
     containers = tuple(
         Container(
             name=c.name,
@@ -425,7 +445,7 @@ def new_task(
             memory_reservation=reservation,
         )
         for c, cid, (cpu, memory, reservation) in zip(
-            td.container_definitions, container_ids, limits, strict=True
+            td.container_definitions, container_ids, shape.limits, strict=True
         )
     )
     return Task(
@@ -437,11 +457,11 @@ def new_task(
         container_instance_arn=instance_arn,
         instance_id=instance_id,
         containers=containers,
-        reservation=needs(td, overrides),
+        reservation=shape.reservation,
         created_at=now,
         group=group,
-        cpu=task_cpu,
-        memory=task_memory,
+        cpu=shape.cpu,
+        memory=shape.memory,
         overrides=dict(overrides),
         started_by=started_by,
         tags=tags,

@@ -85,9 +85,10 @@ def _in_scope(ctx: RequestContext, ref: arns.TaskDefinitionRef) -> bool:
 
 
 async def read_task_definition(
-    env: Env, ctx: RequestContext, ref: str
+    env: Env, ctx: RequestContext, ref: str, *, shared: bool = False
 ) -> tuple[TaskDefinition, KeyValue] | None:
-    """The definition that ``ref`` names (family = latest ACTIVE revision, family:revision or ARN)."""
+    """The definition that ``ref`` names (family = latest ACTIVE revision, family:revision or ARN);
+    ``shared`` as ``taskdef_documents.read_revision`` has it."""
     parsed = arns.parse_task_definition(ref)
     if not _in_scope(ctx, parsed):
         return None
@@ -97,12 +98,13 @@ async def read_task_definition(
         revision = family.latest_active
         if revision is None:
             return None
-    return await docs.read_revision(env, ctx.account_id, ctx.region, parsed.family, revision)
+    return await docs.read_revision(env, ctx.account_id, ctx.region, parsed.family, revision, shared=shared)
 
 
 async def resolve_task_definition(env: Env, ctx: RequestContext, ref: str) -> TaskDefinition | None:
-    """For RunTask and services: the definition ``ref`` names, in any status (None if missing)."""
-    found = await read_task_definition(env, ctx, ref)
+    """For RunTask and services: the definition ``ref`` names, in any status (None if missing);
+    read from the store each time, possibly decoded earlier (callers only read it)."""
+    found = await read_task_definition(env, ctx, ref, shared=True)
     return found[0] if found is not None else None
 
 

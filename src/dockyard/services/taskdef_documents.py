@@ -3,6 +3,11 @@
 The family record (``TaskDefinitionFamily``) at ``keys.taskdef_family`` and one document per
 revision at ``keys.taskdef``. Listing revisions by status reads the family record's counts first and
 the revision documents only when the counts do not settle it.
+
+``read_revision(..., shared=True)`` (RunTask, services, the agents' Poll: callers that only read the
+result) keeps decoded revisions in ``Env.extras``: the document is still read from the store every
+time, so its status (deregistration) and existence (deletion) are always current, and only decoding
+is skipped when the stored bytes equal the ones decoded before.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dockyard.store.base import KeyValue
 
 PAGE = 256  # documents read per store call when scanning
 ACTIVE = TaskDefinitionStatus.ACTIVE
+DECODED = "taskdef_decoded"  # Env.extras: revision key -> (document bytes, their TaskDefinition)
+MAX_DECODED = 1024  # revisions kept decoded; the lot is dropped when full
 
 
 def read_record(kv: KeyValue | None, family: str) -> TaskDefinitionFamily:
@@ -46,10 +53,24 @@ async def read_family(
 
 
 async def read_revision(
-    env: Env, account: str, region: str, family: str, revision: int
+    env: Env, account: str, region: str, family: str, revision: int, *, shared: bool = False
 ) -> tuple[TaskDefinition, KeyValue] | None:
+    """The revision's definition and document; with ``shared``, a definition decoded earlier from
+    the same bytes may be returned (the caller must not change it: see the module docstring)."""
     kv = await env.store.get(keys.taskdef(account, region, family, revision))
-    return (decode(kv), kv) if kv is not None else None
+    if kv is None:
+        return None
+    if not shared:
+        return decode(kv), kv
+    known: dict[str, tuple[bytes, TaskDefinition]] = env.extras.setdefault(DECODED, {})
+    hit = known.get(kv.key)
+    if hit is not None and hit[0] == kv.value:
+        return hit[1], kv
+    td = decode(kv)
+    if len(known) >= MAX_DECODED:
+        known.clear()
+    known[kv.key] = (kv.value, td)
+    return td, kv
 
 
 async def families(env: Env, account: str, region: str, prefix: str = "") -> list[TaskDefinitionFamily]:

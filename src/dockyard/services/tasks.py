@@ -30,7 +30,7 @@ from dockyard.domain.tags import Tag, parse_tags
 from dockyard.domain.task_definitions import TaskDefinition, TaskDefinitionStatus
 from dockyard.domain.task_lifecycle import USER_STOP_REASON, Merged, request_stop, stop_now
 from dockyard.domain.task_status import StopCode, TaskStatus
-from dockyard.domain.tasks import EC2, Task, check_overrides, needs, new_task
+from dockyard.domain.tasks import EC2, Task, check_overrides, needs, new_task, task_shape
 from dockyard.placement.commit import encode, place_tasks, read_task, write_task
 from dockyard.scheduler import (
     RUN_TASK_DEFAULT,
@@ -187,6 +187,7 @@ async def _start(
     tags = parse_tags(req.get("tags"))
     cache = await cluster_cache(env)
     rng = _rng(env)
+    shape = task_shape(td, overrides)  # what every task of this call shares
 
     async def attempt() -> Response:
         cluster, cluster_kv = await require_active_cluster(env, ctx, req.get("cluster"))
@@ -228,6 +229,7 @@ async def _start(
                 tags=tags,
                 now=now,
                 availability_zone=zone,
+                shape=shape,
             )
             return task if interfaces is None else interfaces.attach(index, placement, task)
 
