@@ -168,7 +168,9 @@ class AgentSession:
                 return conn  # another call opened it meanwhile
             if conn is not None:
                 self._conn = None
-                if conn.signer != credentials or conn.ws.closed:
+                if conn.ws.closed:
+                    await conn.end("session closed")
+                elif conn.signer != credentials:
                     await conn.end("session re-opened with other credentials")
                 else:  # rotation: its calls in flight finish first
                     conn.retiring = True
