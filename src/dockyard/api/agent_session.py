@@ -36,13 +36,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from dockyard.api.calls import JSON_CONTENT_TYPE, Caller, lowered, new_request_id
+from dockyard.api.calls import AGENT_TARGET_PREFIX, JSON_CONTENT_TYPE, Caller, lowered, new_request_id
 from dockyard.domain.errors import InvalidSignature, SerializationError, UnknownOperation
 
 log = logging.getLogger("dockyard.api.agent_session")
 
 PATH = "/_dockyard/agent/v1"
-AGENT_TARGET_PREFIX = "DockyardAgentV1."
 SIGNING_NAME = "ecs"
 MAX_CALLS_IN_FLIGHT = 64  # per session: an agent has a Poll and a Report or two in flight
 MAX_MESSAGE = 16 * 1024 * 1024  # bytes per message, both ways (uvicorn's ws_max_size)
@@ -92,7 +91,7 @@ class Sessions:
             await _refuse(scope, send, status, caller, request_id)
             return
         await send({"type": "websocket.accept"})
-        session = Caller(caller["principal"], caller["region"])
+        session: Caller = caller["caller"]
         calls: set[asyncio.Task[None]] = set()
         gate = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
         loop = asyncio.get_running_loop()
@@ -121,7 +120,7 @@ class Sessions:
         caller = await self.api.verify("GET", raw_path, query, headers, b"", expected_service=SIGNING_NAME)
         if not self._seen.first_time(headers.get("authorization", "")):
             raise InvalidSignature("This request signature was already used to open a session.")
-        return {"principal": caller.principal, "region": caller.region}
+        return {"caller": caller}  # (``outcome`` maps what fails here to the AWS error)
 
 
 class _SeenSignatures:
@@ -178,17 +177,12 @@ def _finished(calls: set[asyncio.Task[None]], gate: asyncio.Semaphore, call: asy
 
 async def _call(api: Calls, caller: Caller, data: bytes, send: Any) -> None:
     request_id = new_request_id()
-    call_id: Any = None
     try:
         frame = orjson.loads(data)
-        if isinstance(frame, dict):
-            call_id = frame.get("id")
-        pending = _start(api, caller, frame, request_id)
     except orjson.JSONDecodeError as e:
-        pending = _fail(SerializationError(f"Message is not valid JSON: {e}"))
-    except Exception as e:  # answered as ``outcome`` answers any failure of the call
-        pending = _fail(e)
-    status, payload = await api.outcome(pending, request_id)
+        frame = SerializationError(f"Message is not valid JSON: {e}")
+    call_id = frame.get("id") if isinstance(frame, dict) else None
+    status, payload = await api.outcome(_run(api, caller, frame, request_id), request_id)
     answer: dict[str, Any] = {"id": call_id, "requestId": request_id}
     if status == 200:
         answer["result"] = payload
@@ -200,9 +194,10 @@ async def _call(api: Calls, caller: Caller, data: bytes, send: Any) -> None:
         log.debug("session answer %s not sent: %s", request_id, e)
 
 
-def _start(api: Calls, caller: Caller, frame: object, request_id: str) -> Coroutine[Any, Any, dict[str, Any]]:
-    """The call a message asks for, not yet awaited (``outcome`` awaits it, so a waiting Poll is
-    one coroutine shorter); raises what is wrong with the message itself."""
+async def _run(api: Calls, caller: Caller, frame: object, request_id: str) -> dict[str, Any]:
+    """The call a message asks for; what is wrong with the message itself is raised as its error."""
+    if isinstance(frame, SerializationError):
+        raise frame
     if not isinstance(frame, dict):
         raise SerializationError("Message must be a JSON object {id, target, body}.")
     target, body = frame.get("target"), frame.get("body", {})
@@ -211,8 +206,4 @@ def _start(api: Calls, caller: Caller, frame: object, request_id: str) -> Corout
     if not target.startswith(AGENT_TARGET_PREFIX):
         raise UnknownOperation(f"{target[:200]!r} is not taken on an agent session: send it as POST /.")
     operation, modelled = api.operation_of(target)
-    return api.call(caller, operation, modelled, body, request_id)
-
-
-async def _fail(error: Exception) -> dict[str, Any]:
-    raise error
+    return await api.call(caller, operation, modelled, body, request_id)

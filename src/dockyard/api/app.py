@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from dockyard.api import agent_session, sigv4, validation
 from dockyard.api.authorization import authorize
-from dockyard.api.calls import JSON_CONTENT_TYPE, Caller, lowered, new_request_id
+from dockyard.api.calls import AGENT_TARGET_PREFIX, JSON_CONTENT_TYPE, Caller, lowered, new_request_id
 from dockyard.api.credentials import KeyRing
 from dockyard.api.ec2_protocol import SIGNING_NAME as EC2_SIGNING_NAME
 from dockyard.api.ec2_protocol import Ec2Api
@@ -46,7 +46,6 @@ from dockyard.services.operations import load_all
 log = logging.getLogger("dockyard.api")
 
 ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
-AGENT_TARGET_PREFIX = "DockyardAgentV1."  # docs/agent-protocol.md: not in the ECS model, validated by hand
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]{1,256})/")
 _JSON_HEADERS = [(b"content-type", JSON_CONTENT_TYPE.encode())]
 

@@ -1,5 +1,5 @@
 """What every protocol of the api layer shares about one call: its request id, who made it, its
-headers as one dict, the JSON content type."""
+headers as one dict, the JSON content type, the agent operations' target prefix."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+AGENT_TARGET_PREFIX = "DockyardAgentV1."  # docs/agent-protocol.md: not in the ECS model, validated by hand
 
 
 class _RequestIds:

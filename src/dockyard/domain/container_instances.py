@@ -144,7 +144,9 @@ class Allocation:
     What ``reserved``, ``group_counts`` and ``to_json`` derive from the reservations is computed once
     per record and kept on it (a record never changes); ``with_tasks`` and ``without`` derive the
     next record's from it by the difference when they can, so placing a task on an instance with
-    many costs a few dict copies rather than a pass over every reservation.
+    many costs a few dict copies rather than a pass over every reservation. (Kept in the instance's
+    ``__dict__`` by hand rather than with ``functools.cached_property``, which on Python 3.11 takes
+    a lock on every first computation, and every record is new.)
     """
 
     status: InstanceStatus = InstanceStatus.ACTIVE
