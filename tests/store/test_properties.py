@@ -86,7 +86,7 @@ compare = st.builds(
     st.sampled_from(list(CompareTarget)),
     st.integers(0, 6),
 )
-txn = st.tuples(
+txn_op = st.tuples(
     st.just("txn"),
     st.lists(compare, max_size=3),
     st.lists(st.builds(Put, keys, st.binary(max_size=4)), max_size=3, unique_by=lambda p: p.key),
@@ -98,10 +98,10 @@ read = st.one_of(
     st.tuples(st.just("count"), st.sampled_from(PREFIXES)),
 )
 compact = st.tuples(st.just("compact"), st.integers(0, 3))
-operations = st.lists(st.one_of(txn, txn, read, compact), min_size=1, max_size=25)
+operations = st.lists(st.one_of(txn_op, txn_op, read, compact), min_size=1, max_size=25)
 
 
-async def _apply(store: StateStore, op: tuple[Any, ...]) -> object:
+async def apply_op(store: StateStore, op: tuple[Any, ...]) -> object:
     try:
         match op:
             case ("txn", compares, puts, deletes):
@@ -124,7 +124,7 @@ async def _apply(store: StateStore, op: tuple[Any, ...]) -> object:
     raise AssertionError(op)
 
 
-async def _history(store: StateStore) -> list[WatchEvent]:
+async def history(store: StateStore) -> list[WatchEvent]:
     """Every event the store still remembers (a final marker write tells where history ends)."""
     start = max(await store.compacted_revision(), 1)
     end = (await store.txn(puts=[Put("/~end", b"")])).revision
@@ -144,9 +144,9 @@ def test_sqlite_answers_like_the_reference(ops: list[tuple[Any, ...]]) -> None:
             reference, sqlite = MemoryStore(FakeClock()), SqliteStore(Path(tmp) / "s.db", FakeClock())
             try:
                 for op in ops:
-                    assert await _apply(sqlite, op) == await _apply(reference, op), op
+                    assert await apply_op(sqlite, op) == await apply_op(reference, op), op
                 assert await sqlite.list("") == await reference.list("")
-                assert await _history(sqlite) == await _history(reference)
+                assert await history(sqlite) == await history(reference)
             finally:
                 await reference.close()
                 await sqlite.close()

@@ -9,17 +9,23 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dockyard.clock import FakeClock
 from dockyard.store import sqlite as sqlite_module
 from dockyard.store.base import Compare, Conflict, EventType, Put, StateStore
+from dockyard.store.memory import MemoryStore
 from dockyard.store.sqlite import SqliteStore
 from tests.store.test_conformance import DEADLINE, next_events, put
+from tests.store.test_properties import apply_op, history, txn_op
 
 WRITER = str(Path(__file__).with_name("durability_writer.py"))
 
@@ -28,7 +34,8 @@ class HeldCommits:
     """An ``on_commit`` hook that holds the writer thread inside the first commit's hook until
     released, so tests can look at the world between a batch's commit and its answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: int = 1) -> None:
+        self.hold = hold  # the commit to hold (1: the first)
         self.store: SqliteStore | None = None
         self.entered = threading.Event()
         self.release = threading.Event()
@@ -37,7 +44,7 @@ class HeldCommits:
     def __call__(self, jobs: int) -> None:
         assert self.store is not None
         self.batches.append((self.store.commit_count, self.store.durable_revision, jobs))
-        if len(self.batches) == 1:
+        if len(self.batches) == self.hold:
             self.entered.set()
             self.release.wait(DEADLINE)
 
@@ -45,8 +52,8 @@ class HeldCommits:
         assert await asyncio.to_thread(self.entered.wait, DEADLINE), "the first commit never happened"
 
 
-def held_store(path: Path) -> tuple[SqliteStore, HeldCommits]:
-    hook = HeldCommits()
+def held_store(path: Path, hold: int = 1) -> tuple[SqliteStore, HeldCommits]:
+    hook = HeldCommits(hold)
     store = SqliteStore(path, FakeClock(), on_commit=hook)
     hook.store = store
     return store, hook
@@ -310,3 +317,45 @@ async def test_leases_another_store_granted_still_expire(tmp_path: Path) -> None
     finally:
         await theirs.close()
         await ours.close()
+
+
+# ---- one batch, many transactions (jobs.run_txns) -----------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(txn_op, min_size=2, max_size=40))
+def test_transactions_run_together_answer_as_if_run_alone(ops: list[tuple[Any, ...]]) -> None:
+    """Transactions queued while the writer is busy run as one batch (read at once, decided in
+    Python, written with multi-row statements); each must answer, and leave the file, exactly as
+    the reference does running them one after another in the same order."""
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            reference = MemoryStore(FakeClock())
+            store, hook = held_store(Path(tmp) / "state.db", hold=2)  # the lease's grant is the first
+            try:
+                lease = await store.grant_lease(100)
+                assert lease == await reference.grant_lease(100)
+                leased = [("txn", [], [Put("/a/1", b"l", lease)], [])]  # a lease in the batch's rows
+                ops_all = [*leased, *ops, ("txn", [], [Put("/b", b"x", lease + 1)], [])]  # and a missing one
+                first = asyncio.ensure_future(store.txn(puts=[Put("/~first", b"")]))
+                await reference.txn(puts=[Put("/~first", b"")])
+                await hook.wait_until_held()  # the writer sits in that commit: the rest queue up
+                futures = [asyncio.ensure_future(apply_op(store, op)) for op in ops_all]
+                for _ in range(5):  # let every caller reach the queue
+                    await asyncio.sleep(0)
+                hook.release.set()
+                got = await asyncio.wait_for(asyncio.gather(*futures), DEADLINE)
+                await first
+                submitted = [r for r in got if r not in ("skipped", "ValueError")]  # refused before the queue
+                assert hook.batches[2][2] == len(submitted)  # they did run as one batch
+                expected = [await apply_op(reference, op) for op in ops_all]
+                assert got == expected
+                assert await store.list("") == await reference.list("")
+                assert await history(store) == await history(reference)
+            finally:
+                hook.release.set()
+                await reference.close()
+                await store.close()
+
+    asyncio.run(run())

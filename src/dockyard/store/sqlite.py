@@ -144,6 +144,7 @@ class SqliteStore:
         self._hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}
         self._lock = threading.Lock()  # guards _readers and _hubs
         self._next_expiry = math.inf  # when the first lease expires (set by _init_file and the writer)
+        self._known = jobs.Known()  # the writer's: rows it knows without reading them
         self._init_file()
         self._writer = threading.Thread(
             target=self._write_loop, name=f"sqlite-writer {self._path}", daemon=True
@@ -200,9 +201,7 @@ class SqliteStore:
         deletes: Sequence[Delete] = (),
     ) -> TxnResult:
         check_ops(compares, puts, deletes)
-        result: TxnResult = await self._submit(
-            functools.partial(jobs.txn, tuple(compares), tuple(puts), tuple(deletes))
-        )
+        result: TxnResult = await self._submit(jobs.Txn(tuple(compares), tuple(puts), tuple(deletes)))
         return result
 
     async def compact(self, revision: int) -> None:
@@ -442,33 +441,43 @@ class SqliteStore:
             self._commit_batch(conn, [])  # every batch reaps expired leases first
 
     def _commit_batch(self, conn: sqlite3.Connection, queued: _Jobs) -> None:
-        """Run ``queued`` in one transaction, each in its own savepoint; commit once; then answer."""
+        """Run ``queued`` in one transaction and commit once; then answer. Consecutive ``Txn`` jobs
+        run together (``jobs.run_txns``) in one savepoint; any other job in a savepoint of its own."""
         outcomes: _Outcomes = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            (start,) = conn.execute("SELECT revision FROM meta").fetchone()
+            start, first_expiry = conn.execute(jobs.SELECT_REVISION_AND_EXPIRY).fetchone()
+            self._known.valid_at(start)  # (forgets everything if another process wrote meanwhile)
             batch = jobs.Batch(start, self._clock.monotonic())
-            jobs.reap(conn, batch)
+            leases_moved = first_expiry is not None and first_expiry <= batch.now
+            if leases_moved:
+                self._known.forget()  # reaping deletes the leases' keys
+                jobs.reap(conn, batch)
+            together: _Jobs = []
             for job in queued:
-                before = batch.revision
-                conn.execute("SAVEPOINT job")
-                try:
-                    outcomes.append((job, job.apply(conn, batch), None))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    batch.revision = before
-                    outcomes.append((job, None, exc))
-                conn.execute("RELEASE job")
+                if isinstance(job.apply, jobs.Txn):
+                    together.append(job)
+                    continue
+                self._run_together(conn, batch, together, outcomes)
+                together = []
+                leases_moved = True  # grants, keepalives, revokes: the first expiry may move
+                self._run_alone(conn, batch, job, outcomes)
+            self._run_together(conn, batch, together, outcomes)
             if batch.revision != start:
                 conn.execute("UPDATE meta SET revision = ?", (batch.revision,))
-            next_expiry = jobs.next_expiry(conn)
+            if leases_moved:
+                next_expiry = jobs.next_expiry(conn)
+            else:
+                next_expiry = math.inf if first_expiry is None else float(first_expiry)
             conn.execute("COMMIT")
         except Exception as exc:
+            self._known.forget()
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             self._deliver([(job, None, exc) for job in queued], None)
             return
+        self._known.valid_at(batch.revision)
         self._next_expiry = next_expiry
         self.commit_count += 1
         self.durable_revision = max(self.durable_revision, batch.revision)
@@ -478,6 +487,48 @@ class SqliteStore:
             except Exception:
                 log.exception("on_commit hook failed")
         self._deliver(outcomes, batch.revision if batch.revision != start else None)
+
+    def _run_alone(self, conn: sqlite3.Connection, batch: jobs.Batch, job: _Job, outcomes: _Outcomes) -> None:
+        if getattr(job.apply, "func", job.apply) not in jobs.KEEPS_KV:
+            self._known.forget()
+        before = batch.revision
+        conn.execute("SAVEPOINT job")
+        try:
+            outcomes.append((job, job.apply(conn, batch), None))
+        except Exception as exc:
+            conn.execute("ROLLBACK TO job")
+            batch.revision = before
+            outcomes.append((job, None, exc))
+        conn.execute("RELEASE job")
+
+    def _run_together(
+        self, conn: sqlite3.Connection, batch: jobs.Batch, txns: _Jobs, outcomes: _Outcomes
+    ) -> None:
+        """Run ``Txn`` jobs with ``jobs.run_txns``; if SQLite fails under them (it cannot say whose
+        rows it failed on), undo them all and run each alone, so only the job at fault fails."""
+        if not txns:
+            return
+        before = batch.revision
+        conn.execute("SAVEPOINT txns")
+        try:
+            results = jobs.run_txns(
+                conn, batch, [j.apply for j in txns if isinstance(j.apply, jobs.Txn)], self._known
+            )
+        except sqlite3.Error:
+            log.warning("%d transaction(s) failed in SQLite together; running them one by one", len(txns))
+            self._known.forget()
+            conn.execute("ROLLBACK TO txns")
+            conn.execute("RELEASE txns")
+            batch.revision = before
+            for job in txns:
+                self._run_alone(conn, batch, job, outcomes)
+            return
+        conn.execute("RELEASE txns")
+        for job, result in zip(txns, results, strict=True):
+            if isinstance(result, Exception):
+                outcomes.append((job, None, result))
+            else:
+                outcomes.append((job, result, None))
 
     def _deliver(self, outcomes: _Outcomes, revision: int | None) -> None:
         """Answer callers, one callback per event loop, and wake that loop's watchers."""
