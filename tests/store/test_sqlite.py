@@ -359,3 +359,22 @@ def test_transactions_run_together_answer_as_if_run_alone(ops: list[tuple[Any, .
                 await store.close()
 
     asyncio.run(run())
+
+
+async def test_the_writer_forgets_what_it_knew_when_another_process_writes(tmp_path: Path) -> None:
+    """The writer decides compares from rows it remembers writing; a write by another store on the
+    same file must make it read again (else it would accept a compare against a stale revision)."""
+    ours = SqliteStore(tmp_path / "state.db", FakeClock())
+    theirs = SqliteStore(tmp_path / "state.db", FakeClock())
+    try:
+        first = await ours.txn(puts=[Put("/k", b"1")])
+        assert "/k" in ours._known.kvs  # remembered: the next compare on it reads nothing
+        second = await theirs.txn([Compare.mod_revision("/k", first.revision)], [Put("/k", b"2")])
+        with pytest.raises(Conflict):
+            await ours.txn([Compare.mod_revision("/k", first.revision)], [Put("/k", b"3")])
+        third = await ours.txn([Compare.mod_revision("/k", second.revision)], [Put("/k", b"3")])
+        kv = await theirs.get("/k")
+        assert kv is not None and (kv.value, kv.mod_revision, kv.version) == (b"3", third.revision, 3)
+    finally:
+        await ours.close()
+        await theirs.close()

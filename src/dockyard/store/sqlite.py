@@ -477,7 +477,7 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
             self._deliver([(job, None, exc) for job in queued], None)
             return
-        self._known.valid_at(batch.revision)
+        self._known.committed(batch.revision)
         self._next_expiry = next_expiry
         self.commit_count += 1
         self.durable_revision = max(self.durable_revision, batch.revision)

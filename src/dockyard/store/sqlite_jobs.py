@@ -178,8 +178,14 @@ class Known:
         self.kvs: dict[str, KeyValue] = {}
 
     def valid_at(self, revision: int) -> None:
+        """The file is at ``revision`` before this writer wrote anything: forget what another
+        process may have changed."""
         if revision != self.revision:
             self.kvs.clear()
+        self.revision = revision
+
+    def committed(self, revision: int) -> None:
+        """This writer committed what it remembered, up to ``revision``."""
         self.revision = revision
 
     def forget(self) -> None:
