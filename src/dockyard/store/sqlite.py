@@ -6,11 +6,21 @@ Durability: a write is acknowledged only after the commit that contains it is fs
 
 Group commit: every write (txn, lease grant/keepalive/revoke, compaction) becomes a job on a queue.
 One writer thread with its own connection takes everything queued, opens one ``BEGIN IMMEDIATE``
-transaction, runs each job inside its own SAVEPOINT (a failed compare or error rolls back only that
-job), commits once (one fsync for the whole batch), and only then answers each caller through its
-event loop (``call_soon_threadsafe``). Callers that arrive while a commit is syncing form the next
-batch, so throughput grows with concurrency instead of being capped by the disk's fsync rate.
+transaction, runs the jobs (a failed compare or error undoes only that job), commits once (one
+fsync for the whole batch), and only then answers each caller through its event loop
+(``call_soon_threadsafe``). Callers that arrive while a commit is syncing form the next batch, so
+throughput grows with concurrency instead of being capped by the disk's fsync rate.
 ``commit_count``, ``durable_revision`` and ``on_commit(batch_size)`` let tests observe commits.
+
+The writer competes with the event loop for the GIL: every SQLite statement, and every row a
+statement steps over, releases it and must win it back, which under load costs far more than
+SQLite's own work. So consecutive transactions run together (``sqlite_jobs.run_txns``: one read of
+the keys they touch, compares decided in Python, a few multi-row writes, one SAVEPOINT; an SQLite
+error under them reruns each alone in its own SAVEPOINT so only the one at fault fails), and the
+writer remembers the rows it wrote or read (``sqlite_jobs.Known``) for as long as the file's
+revision at the start of a batch is the one it last committed, i.e. no other process wrote. Lease
+jobs run alone, each in its own SAVEPOINT; expired leases are reaped when the first expiry the batch
+reads has passed.
 
 Revisions are read from the ``meta`` row inside the write transaction, and ``BEGIN IMMEDIATE`` takes
 the database's write lock first, so several processes sharing one file keep one correct counter.
