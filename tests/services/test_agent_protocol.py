@@ -227,6 +227,7 @@ def test_reports_ride_a_poll_and_are_applied_before_it_waits(ecs, cluster, agent
     started = time.monotonic()
     answer = agent.poll(known=known, wait=0.5, reports=reports)
     assert time.monotonic() - started >= 0.45  # its own reports are no news
+    assert [t["reportedSeq"] for t in answer["tasks"]] == [1, 1, 1]  # ... but the answer shows them
     assert answer["results"] == [{"taskArn": a, "accepted": True} for a in arns] + [
         {"taskArn": arns[0], "accepted": False, "reason": "STALE"}
     ]

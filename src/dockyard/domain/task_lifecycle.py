@@ -31,9 +31,9 @@ Rules of the merge:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, NamedTuple, TypeVar
 
 from dockyard.domain.task_status import ContainerStatus, HealthStatus, StopCode, TaskStatus
 from dockyard.domain.tasks import Container, Task
@@ -50,8 +50,11 @@ _OPENS = {
 }
 
 
-@dataclass(frozen=True)
-class ContainerReport:
+# The reports and a merge's outcome are NamedTuples rather than frozen dataclasses: as immutable,
+# and built three times faster (every report an agent sends builds one of each).
+
+
+class ContainerReport(NamedTuple):
     name: str
     status: ContainerStatus | None = None
     exit_code: int | None = None
@@ -61,8 +64,7 @@ class ContainerReport:
     health_status: HealthStatus | None = None
 
 
-@dataclass(frozen=True)
-class TaskReport:
+class TaskReport(NamedTuple):
     """What the agent observed of one task. ``seq`` None: an unsequenced ECS state change."""
 
     seq: int | None = None
@@ -77,8 +79,7 @@ class TaskReport:
     containers: tuple[ContainerReport, ...] = ()
 
 
-@dataclass(frozen=True)
-class Merged:
+class Merged(NamedTuple):
     task: Task
     accepted: bool = True
     reason: str | None = None  # why a report was dropped (STALE)
@@ -127,25 +128,29 @@ def desired_set_changed(old: Task | None, new: Task | None) -> bool:
     return new is None or new.reported_seq == old.reported_seq
 
 
-def settle(task: Task, now: float) -> Task:
-    """Advance the control-plane steps that have nothing to do (a gated task's wait for the controller)."""
+def settle(task: Task, now: float, *, fresh: bool = False) -> Task:
+    """Advance the control-plane steps that have nothing to do (a gated task's wait for the controller).
+
+    ``fresh``: ``task`` was just built by the caller and nobody else holds it yet, so the steps are
+    set on it rather than on copies (a report's merge would otherwise build the task twice)."""
     t = task
+    step = _set if fresh else _evolve
     gated = bool(t.gates)
     if t.last_status is TaskStatus.ACTIVATING and not gated:
-        t = _evolve(t, last_status=TaskStatus.RUNNING, started_at=_first(t.started_at, now))
+        t = step(t, last_status=TaskStatus.RUNNING, started_at=_first(t.started_at, now))
     drain = gated
     if t.desired_status is TaskStatus.STOPPED and t.last_status < TaskStatus.DEACTIVATING:
         drain = gated and t.last_status >= TaskStatus.ACTIVATING  # before that, nothing was registered
-        t = _evolve(t, last_status=TaskStatus.DEACTIVATING)
+        t = step(t, last_status=TaskStatus.DEACTIVATING)
     if t.last_status is TaskStatus.DEACTIVATING and not drain:
-        t = _evolve(t, last_status=TaskStatus.STOPPING, stopping_at=_first(t.stopping_at, now))
+        t = step(t, last_status=TaskStatus.STOPPING, stopping_at=_first(t.stopping_at, now))
     if t.last_status is TaskStatus.DEPROVISIONING:
-        t = _stopped(t, now)
+        t = _stopped(t, now, step)
     return t
 
 
-def _stopped(t: Task, now: float) -> Task:
-    return _evolve(
+def _stopped(t: Task, now: float, step: Callable[..., Task] | None = None) -> Task:
+    return (step or _evolve)(
         t,
         last_status=TaskStatus.STOPPED,
         desired_status=TaskStatus.STOPPED,
@@ -167,6 +172,12 @@ def _evolve(obj: _T, **changes: Any) -> _T:
     new.__dict__.update(obj.__dict__)
     new.__dict__.update(changes)
     return new
+
+
+def _set(obj: Task, **changes: Any) -> Task:
+    """``_evolve`` in place, for a task no one else holds yet (``settle(fresh=True)``)."""
+    obj.__dict__.update(changes)
+    return obj
 
 
 def _first(current: float | None, value: float | None) -> float | None:
@@ -234,7 +245,7 @@ def merge_report(task: Task, report: TaskReport, now: float) -> Merged:
                 stopped_reason=task.stopped_reason or report.reason or ESSENTIAL_EXITED_REASON,
                 execution_stopped_at=_first(task.execution_stopped_at, report.execution_stopped_at),
             )
-    after = settle(_evolve(task, **changes) if changes else task, now)
+    after = settle(_evolve(task, **changes), now, fresh=True) if changes else settle(task, now)
     if report.seq is None:  # may change nothing: compare
         return _bump(task, after)
     return Merged(after, changed=True, released=after.stopped and not task.stopped)

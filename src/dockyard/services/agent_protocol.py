@@ -116,20 +116,31 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
     scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster"))
     asked = parse_poll(req)
     reports = parse_reports(req, required=False)
-    results, written = await _apply(env, ctx, scope, instance_id, reports) if reports else (None, 0)
-    # read-your-writes: every write committed before this call has a revision below the one the
-    # reports just wrote, so waiting for that is the same guarantee as ``sync`` without asking the store
-    cache = await cluster_cache(env, sync=not written)
-    if written:
-        await cache.wait_applied(written)
+    cache = await cluster_cache(env, sync=False)
+    results, written = await _apply(env, ctx, cache, scope, instance_id, reports) if reports else (None, 0)
+    # read-your-writes: the poll must see every write committed before the call, i.e. the cache must
+    # have applied ``since``: the store's revision, or the one the reports just wrote (every earlier
+    # write is below it). Only what the poll acts on needs that: its answer, a renewal, an instance
+    # that looks inactive. Until then its reads may lag, which can only make it wait where it would
+    # answer, and whatever it missed sets the instance's change event once applied (a write of the
+    # instance or a change of its desired set does). So a long-poll usually finds the wait passed.
+    since = written or await env.store.revision()
     entry = cache.instance(scope, instance_id)
+    renew = _renewal_due(env, cache, scope, instance_id)
+    if cache.applied_revision < since and (
+        renew or entry is None or entry.value.status is InstanceStatus.INACTIVE
+    ):
+        await cache.wait_applied(since)
+        entry = cache.instance(scope, instance_id)
+        renew = _renewal_due(env, cache, scope, instance_id)
     if entry is None or entry.value.status is InstanceStatus.INACTIVE:
         _answers(env, cache).pop((scope, instance_id), None)
         revision = cache.desired_revision(scope, instance_id)
         return _with_results(
             {"revision": revision, "instanceStatus": InstanceStatus.INACTIVE.value, "tasks": []}, results
         )
-    await _renew_liveness(env, cache, scope, instance_id)
+    if renew:
+        await _renew_liveness(env, cache, scope, instance_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(asked.wait_seconds, env.settings.agent_timeout_seconds / 2)
     while True:
@@ -139,6 +150,7 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
         if news or left <= 0 or env.stopping.is_set():
             break
         await _wait_change(env, changed, left)
+    await cache.wait_applied(since)
     revision, tasks = await _desired(env, ctx, cache, scope, instance_id)
     entry = cache.instance(scope, instance_id)
     status = entry.value.status if entry is not None else InstanceStatus.INACTIVE
@@ -151,16 +163,27 @@ def _with_results(answer: dict[str, Any], results: list[dict[str, Any]] | None) 
     return answer
 
 
-async def _renew_liveness(env: Env, cache: ClusterCache, scope: keys.Scope, instance_id: str) -> None:
-    """Keep the instance's liveness lease alive (at most every quarter TTL), or grant a new one."""
-    ttl = env.settings.agent_timeout_seconds
+def _renewed(env: Env) -> dict[tuple[keys.Scope, str], float]:
+    """When each instance's liveness was last renewed (event loop time)."""
     renewed: dict[tuple[keys.Scope, str], float] | None = env.extras.get(RENEWED)
     if renewed is None:
         renewed = env.extras[RENEWED] = {}
+    return renewed
+
+
+def _renewal_due(env: Env, cache: ClusterCache, scope: keys.Scope, instance_id: str) -> bool:
+    """Whether the instance's liveness needs a renewal: none known, or the last one a quarter TTL ago."""
+    ttl = env.settings.agent_timeout_seconds
+    if cache.lease_of(scope, instance_id) is None:
+        return True
+    return asyncio.get_running_loop().time() - _renewed(env).get((scope, instance_id), -ttl) >= ttl / 4
+
+
+async def _renew_liveness(env: Env, cache: ClusterCache, scope: keys.Scope, instance_id: str) -> None:
+    """Keep the instance's liveness lease alive (``_renewal_due`` says when), or grant a new one."""
+    ttl = env.settings.agent_timeout_seconds
     now = asyncio.get_running_loop().time()
     lease = cache.lease_of(scope, instance_id)
-    if lease is not None and now - renewed.get((scope, instance_id), -ttl) < ttl / 4:
-        return
     try:
         if lease is None:
             raise LeaseNotFound("no liveness key")
@@ -177,7 +200,7 @@ async def _renew_liveness(env: Env, cache: ClusterCache, scope: keys.Scope, inst
         except Conflict:  # the registration changed meanwhile (e.g. deregistered): the next poll decides
             await env.store.revoke_lease(lease)
             return
-    renewed[(scope, instance_id)] = now
+    _renewed(env)[(scope, instance_id)] = now
 
 
 @dataclass
@@ -271,19 +294,23 @@ async def report(env: Env, ctx: RequestContext, req: Request) -> Response:
     instance_arn = text(req, "containerInstanceArn", required=True)
     assert instance_arn is not None
     scope, instance_id = acting_for(ctx, instance_arn, text(req, "cluster"))
-    results, _ = await _apply(env, ctx, scope, instance_id, parse_reports(req))
     cache = await cluster_cache(env, sync=False)
+    results, _ = await _apply(env, ctx, cache, scope, instance_id, parse_reports(req))
     return {"results": results, "revision": cache.desired_revision(scope, instance_id)}
 
 
 async def _apply(
-    env: Env, ctx: RequestContext, scope: keys.Scope, instance_id: str, reports: list[tuple[str, TaskReport]]
+    env: Env,
+    ctx: RequestContext,
+    cache: ClusterCache,
+    scope: keys.Scope,
+    instance_id: str,
+    reports: list[tuple[str, TaskReport]],
 ) -> tuple[list[dict[str, Any]], int]:
     """Apply one instance's reports (``agent_reports``); the per-report results, in request order,
     and the highest store revision their writes created (0: nothing written).
 
     Every task must be the instance's before anything is applied (else AccessDenied)."""
-    cache = await cluster_cache(env, sync=False)
     items: list[Item] = []
     for task_arn, rep in reports:
         task_id = _task_id_in(scope, task_arn)

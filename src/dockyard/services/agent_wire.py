@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,6 +23,7 @@ MAX_WAIT_SECONDS = 20.0
 MAX_REPORTS = 256
 MAX_TEXT = 1024
 STOP_CODES = frozenset(v for k, v in vars(StopCode).items() if k.isupper())
+_MAX_INT = 2**63
 
 
 def _fail(path: str, expected: str) -> InvalidParameter:
@@ -40,6 +40,8 @@ def _path(where: str, name: str) -> str:
 
 def text(doc: Mapping[str, Any], name: str, where: str = "", *, required: bool = False) -> str | None:
     value = doc.get(name)
+    if type(value) is str and len(value) <= MAX_TEXT:  # the usual case first (a report has many fields)
+        return value
     if value is None:
         if required:
             raise InvalidParameter(f"Missing required parameter {_path(where, name)}.")
@@ -51,15 +53,19 @@ def text(doc: Mapping[str, Any], name: str, where: str = "", *, required: bool =
 
 def integer(doc: Mapping[str, Any], name: str, where: str = "", *, low: int = 0) -> int | None:
     value = doc.get(name)
+    if type(value) is int and low <= value < _MAX_INT:
+        return value
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value < 2**63:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value < _MAX_INT:
         raise _fail(_path(where, name), f"an integer >= {low}")
     return value
 
 
 def number(doc: Mapping[str, Any], name: str, where: str = "") -> float | None:
     value = doc.get(name)
+    if type(value) is float and 0.0 <= value < math.inf:  # (NaN fails both)
+        return value
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
@@ -95,8 +101,7 @@ _HEALTH = {s.name: s for s in HealthStatus}
 # ---- Poll ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PollRequest:
+class PollRequest(NamedTuple):
     known_revision: int
     wait_seconds: float
 
