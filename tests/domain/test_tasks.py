@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from dockyard.domain.errors import ClientError, InvalidParameter
 from dockyard.domain.resources import Resources
 from dockyard.domain.task_definition_rules import draft
-from dockyard.domain.tasks import Task, check_overrides, host_ports, needs, new_task
+from dockyard.domain.tasks import Container, Task, check_overrides, host_ports, needs, new_task
 
 
 def td(containers: list[dict[str, Any]], **task: Any):  # type: ignore[no-untyped-def]
@@ -103,3 +104,53 @@ def test_new_task_round_trips_and_shows_ecs_shape():
     ]
     assert wire["containers"][1]["memory"] == "48" and wire["containers"][1]["memoryReservation"] == "32"
     assert "tags" not in task.to_wire()
+
+
+def test_new_task_is_the_task_init_would_build():
+    """new_task builds tasks without ``__init__`` (a frozen dataclass's is slow): the same value,
+    every field set, still frozen."""
+    definition = td([c("a", cpu=10, memory=64), c("b", memoryReservation=32)])
+    definition = definition.__class__(**{**definition.__dict__, "arn": "arn:aws:ecs:r:1:task-definition/f:1"})
+    task = new_task(
+        region="r",
+        account="1",
+        cluster="cl",
+        task_id="t1",
+        container_ids=["x", "y"],
+        td=definition,
+        overrides={},
+        instance_arn="arn:aws:ecs:r:1:container-instance/cl/i1",
+        instance_id="i1",
+        group="g",
+        started_by=None,
+        tags=(),
+        now=5.0,
+        availability_zone="z",
+        gates=("lb",),
+        service="s",
+    )
+    containers = tuple(
+        Container(name, f"arn:aws:ecs:r:1:container/cl/t1/{cid}", "busybox", cpu, memory, reservation)
+        for name, cid, cpu, memory, reservation in (("a", "x", 10, 64, None), ("b", "y", 0, None, 32))
+    )
+    expected = Task(
+        arn="arn:aws:ecs:r:1:task/cl/t1",
+        id="t1",
+        cluster="cl",
+        cluster_arn="arn:aws:ecs:r:1:cluster/cl",
+        task_definition_arn="arn:aws:ecs:r:1:task-definition/f:1",
+        container_instance_arn="arn:aws:ecs:r:1:container-instance/cl/i1",
+        instance_id="i1",
+        containers=containers,
+        reservation=Resources(10, 96),
+        created_at=5.0,
+        group="g",
+        overrides={},
+        availability_zone="z",
+        gates=("lb",),
+        service="s",
+    )
+    assert task == expected and vars(task) == vars(expected)
+    assert [vars(x) for x in task.containers] == [vars(x) for x in containers]
+    with pytest.raises(FrozenInstanceError):
+        task.group = "other"  # type: ignore[misc]

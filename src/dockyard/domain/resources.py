@@ -28,6 +28,7 @@ ENI = "ENI"  # awsvpc tasks an instance takes (an integer in totalResources; DEF
 DEFAULT_ENIS = 16
 MAX_PORT = 65535
 
+NO_PORTS: frozenset[int] = frozenset()  # (one for every document without ports: sets never change)
 # the host ports ECS's agent registers as unavailable by default
 DEFAULT_RESERVED_PORTS = frozenset({22, 2375, 2376, 51678, 51679})
 
@@ -62,8 +63,8 @@ class Resources:
         doc: dict[str, Any] = {
             "cpu": self.cpu,
             "memory": self.memory,
-            "ports": sorted(self.ports),
-            "portsUdp": sorted(self.ports_udp),
+            "ports": sorted(self.ports) if self.ports else [],
+            "portsUdp": sorted(self.ports_udp) if self.ports_udp else [],
         }
         if self.enis:
             doc["enis"] = self.enis
@@ -71,12 +72,13 @@ class Resources:
 
     @staticmethod
     def from_document(doc: Mapping[str, Any]) -> Resources:
+        ports, ports_udp = doc.get("ports"), doc.get("portsUdp")
         return Resources(
-            cpu=int(doc.get("cpu", 0)),
-            memory=int(doc.get("memory", 0)),
-            ports=frozenset(int(p) for p in doc.get("ports", ())),
-            ports_udp=frozenset(int(p) for p in doc.get("portsUdp", ())),
-            enis=int(doc.get("enis", 0)),
+            int(doc.get("cpu", 0)),
+            int(doc.get("memory", 0)),
+            frozenset(map(int, ports)) if ports else NO_PORTS,
+            frozenset(map(int, ports_udp)) if ports_udp else NO_PORTS,
+            int(doc.get("enis", 0)),
         )
 
 

@@ -12,9 +12,10 @@ ECS wire shape and the rules that build a new task.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from dockyard.domain import arns, task_eni
 from dockyard.domain.errors import InvalidParameter
@@ -43,41 +44,44 @@ class Container:
     health_status: HealthStatus = HealthStatus.UNKNOWN
 
     def to_document(self) -> dict[str, Any]:
+        # (enums by ``_name_``, the attribute ``.name`` reads through a property: this runs for
+        # every task write)
         doc: dict[str, Any] = {
             "name": self.name,
             "containerArn": self.arn,
             "image": self.image,
             "cpu": self.cpu,
-            "lastStatus": self.last_status.name,
-            "healthStatus": self.health_status.name,
-            "networkBindings": [dict(b) for b in self.network_bindings],
+            "lastStatus": self.last_status._name_,
+            "healthStatus": self.health_status._name_,
+            "networkBindings": [dict(b) for b in self.network_bindings] if self.network_bindings else [],
         }
-        for key, value in (
-            ("memory", self.memory),
-            ("memoryReservation", self.memory_reservation),
-            ("exitCode", self.exit_code),
-            ("reason", self.reason),
-            ("runtimeId", self.runtime_id),
-        ):
+        fields = self.__dict__
+        for key, attr in _CONTAINER_OPTIONAL:
+            value = fields[attr]
             if value is not None:
                 doc[key] = value
         return doc
 
     @staticmethod
     def from_document(doc: Mapping[str, Any]) -> Container:
-        return Container(
-            name=doc["name"],
-            arn=doc["containerArn"],
-            image=doc.get("image", ""),
-            cpu=int(doc.get("cpu", 0)),
-            memory=doc.get("memory"),
-            memory_reservation=doc.get("memoryReservation"),
-            last_status=ContainerStatus[doc.get("lastStatus", "PENDING")],
-            exit_code=doc.get("exitCode"),
-            reason=doc.get("reason"),
-            runtime_id=doc.get("runtimeId"),
-            network_bindings=tuple(doc.get("networkBindings") or ()),
-            health_status=HealthStatus[doc.get("healthStatus", "UNKNOWN")],
+        bindings = doc.get("networkBindings")
+        return _built(
+            Container,
+            _CONTAINER_DEFAULTS,
+            {
+                "name": doc["name"],
+                "arn": doc["containerArn"],
+                "image": doc.get("image", ""),
+                "cpu": int(doc.get("cpu", 0)),
+                "memory": doc.get("memory"),
+                "memory_reservation": doc.get("memoryReservation"),
+                "last_status": ContainerStatus[doc.get("lastStatus", "PENDING")],
+                "exit_code": doc.get("exitCode"),
+                "reason": doc.get("reason"),
+                "runtime_id": doc.get("runtimeId"),
+                "network_bindings": tuple(bindings) if bindings else (),
+                "health_status": HealthStatus[doc.get("healthStatus", "UNKNOWN")],
+            },
         )
 
     def to_wire(self, task_arn: str) -> dict[str, Any]:
@@ -86,18 +90,16 @@ class Container:
             "taskArn": task_arn,
             "name": self.name,
             "image": self.image,
-            "lastStatus": self.last_status.name,
-            "networkBindings": [dict(b) for b in self.network_bindings],
+            "lastStatus": self.last_status._name_,  # (``_name_``: see to_document)
+            "networkBindings": [dict(b) for b in self.network_bindings] if self.network_bindings else [],
             "networkInterfaces": [],
-            "healthStatus": self.health_status.name,
+            "healthStatus": self.health_status._name_,
             "cpu": str(self.cpu),
         }
-        for key, value in (
-            ("memory", self.memory),
-            ("memoryReservation", self.memory_reservation),
-        ):
-            if value is not None:
-                out[key] = str(value)
+        if self.memory is not None:
+            out["memory"] = str(self.memory)
+        if self.memory_reservation is not None:
+            out["memoryReservation"] = str(self.memory_reservation)
         if self.exit_code is not None:
             out["exitCode"] = self.exit_code
         if self.reason is not None:
@@ -107,6 +109,14 @@ class Container:
         return out
 
 
+# the container document's optional fields (written when not None), after its others
+_CONTAINER_OPTIONAL = (
+    ("memory", "memory"),
+    ("memoryReservation", "memory_reservation"),
+    ("exitCode", "exit_code"),
+    ("reason", "reason"),
+    ("runtimeId", "runtime_id"),
+)
 _TIMES = (
     ("pullStartedAt", "pull_started_at"),
     ("pullStoppedAt", "pull_stopped_at"),
@@ -124,6 +134,14 @@ _OPTIONAL = (
     ("stoppedReason", "stopped_reason"),
     ("availabilityZone", "availability_zone"),
     ("service", "service"),
+    *_TIMES,
+)
+# the wire shape's optional fields given as they are (written when not None), after its others
+_WIRE_OPTIONAL = (
+    ("startedBy", "started_by"),
+    ("stopCode", "stop_code"),
+    ("stoppedReason", "stopped_reason"),
+    ("availabilityZone", "availability_zone"),
     *_TIMES,
 )
 
@@ -197,11 +215,11 @@ class Task:
             "createdAt": self.created_at,
             "group": self.group,
             "overrides": dict(self.overrides),
-            "lastStatus": self.last_status.name,
-            "desiredStatus": self.desired_status.name,
+            "lastStatus": self.last_status._name_,  # (``_name_``: see Container.to_document)
+            "desiredStatus": self.desired_status._name_,
             "launchType": self.launch_type,
-            "tags": [{"key": k, "value": v} for k, v in self.tags],
-            "healthStatus": self.health_status.name,
+            "tags": [{"key": k, "value": v} for k, v in self.tags] if self.tags else [],
+            "healthStatus": self.health_status._name_,
             "version": self.version,
             "reportedSeq": self.reported_seq,
         }
@@ -218,37 +236,40 @@ class Task:
 
     @staticmethod
     def from_document(doc: Mapping[str, Any]) -> Task:
-        return Task(
-            arn=doc["taskArn"],
-            id=doc["id"],
-            cluster=doc["cluster"],
-            cluster_arn=doc["clusterArn"],
-            task_definition_arn=doc["taskDefinitionArn"],
-            container_instance_arn=doc["containerInstanceArn"],
-            instance_id=doc["instanceId"],
-            containers=tuple(Container.from_document(c) for c in doc.get("containers", ())),
-            reservation=Resources.from_document(doc.get("reservation") or {}),
-            created_at=float(doc["createdAt"]),
-            group=doc.get("group", ""),
-            cpu=doc.get("cpu"),
-            memory=doc.get("memory"),
-            overrides=doc.get("overrides") or {},
-            last_status=TaskStatus[doc["lastStatus"]],
-            desired_status=TaskStatus[doc["desiredStatus"]],
-            launch_type=doc.get("launchType", EC2),
-            started_by=doc.get("startedBy"),
-            tags=tuple((t["key"], t.get("value", "")) for t in doc.get("tags", ())),
-            stop_code=doc.get("stopCode"),
-            stopped_reason=doc.get("stoppedReason"),
-            health_status=HealthStatus[doc.get("healthStatus", "UNKNOWN")],
-            version=int(doc.get("version", 1)),
-            reported_seq=int(doc.get("reportedSeq", 0)),
-            availability_zone=doc.get("availabilityZone"),
-            gates=tuple(doc.get("gates") or ()),
-            eni=doc.get("eni"),
-            service=doc.get("service", _legacy_service(doc)),
-            **{attr: doc.get(wire_name) for wire_name, attr in _TIMES},
-        )
+        tags = doc.get("tags")
+        values = {
+            "arn": doc["taskArn"],
+            "id": doc["id"],
+            "cluster": doc["cluster"],
+            "cluster_arn": doc["clusterArn"],
+            "task_definition_arn": doc["taskDefinitionArn"],
+            "container_instance_arn": doc["containerInstanceArn"],
+            "instance_id": doc["instanceId"],
+            "containers": tuple([Container.from_document(c) for c in doc.get("containers", ())]),
+            "reservation": Resources.from_document(doc.get("reservation") or {}),
+            "created_at": float(doc["createdAt"]),
+            "group": doc.get("group", ""),
+            "cpu": doc.get("cpu"),
+            "memory": doc.get("memory"),
+            "overrides": doc.get("overrides") or {},
+            "last_status": TaskStatus[doc["lastStatus"]],
+            "desired_status": TaskStatus[doc["desiredStatus"]],
+            "launch_type": doc.get("launchType", EC2),
+            "started_by": doc.get("startedBy"),
+            "tags": tuple([(t["key"], t.get("value", "")) for t in tags]) if tags else (),
+            "stop_code": doc.get("stopCode"),
+            "stopped_reason": doc.get("stoppedReason"),
+            "health_status": HealthStatus[doc.get("healthStatus", "UNKNOWN")],
+            "version": int(doc.get("version", 1)),
+            "reported_seq": int(doc.get("reportedSeq", 0)),
+            "availability_zone": doc.get("availabilityZone"),
+            "gates": tuple(doc.get("gates") or ()),
+            "eni": doc.get("eni"),
+            "service": doc["service"] if "service" in doc else _legacy_service(doc),
+        }
+        for wire_name, attr in _TIMES:
+            values[attr] = doc.get(wire_name)
+        return _built(Task, _TASK_DEFAULTS, values)
 
     def to_wire(self, include_tags: bool = False) -> dict[str, Any]:
         """ECS's Task shape (DescribeTasks, RunTask, StopTask)."""
@@ -258,14 +279,14 @@ class Task:
             "taskDefinitionArn": self.task_definition_arn,
             "containerInstanceArn": self.container_instance_arn,
             "overrides": _overrides_wire(self.overrides),
-            "lastStatus": self.last_status.name,
-            "desiredStatus": self.desired_status.name,
+            "lastStatus": self.last_status._name_,  # (``_name_``: see Container.to_document)
+            "desiredStatus": self.desired_status._name_,
             "containers": [c.to_wire(self.arn) for c in self.containers],
             "version": self.version,
             "createdAt": self.created_at,
             "group": self.group,
             "launchType": self.launch_type,
-            "healthStatus": self.health_status.name,
+            "healthStatus": self.health_status._name_,
             "attachments": [],
             "enableExecuteCommand": False,
         }
@@ -273,17 +294,11 @@ class Task:
             out["cpu"] = str(self.cpu)
         if self.memory is not None:
             out["memory"] = str(self.memory)
-        for key, value in (
-            ("startedBy", self.started_by),
-            ("stopCode", self.stop_code),
-            ("stoppedReason", self.stopped_reason),
-            ("availabilityZone", self.availability_zone),
-        ):
+        fields = self.__dict__
+        for key, attr in _WIRE_OPTIONAL:
+            value = fields[attr]
             if value is not None:
                 out[key] = value
-        for wire_name, attr in _TIMES:
-            if getattr(self, attr) is not None:
-                out[wire_name] = getattr(self, attr)
         if include_tags:
             out["tags"] = [{"key": k, "value": v} for k, v in self.tags]
         if self.eni is not None:
@@ -436,36 +451,68 @@ def new_task(
     if shape is None:
         shape = task_shape(td, overrides)
     containers = tuple(
-        Container(
-            name=c.name,
-            arn=arns.container_arn(region, account, cluster, task_id, cid),
-            image=c.image,
-            cpu=cpu,
-            memory=memory,
-            memory_reservation=reservation,
+        _built(
+            Container,
+            _CONTAINER_DEFAULTS,
+            {
+                "name": c.name,
+                "arn": arns.container_arn(region, account, cluster, task_id, cid),
+                "image": c.image,
+                "cpu": cpu,
+                "memory": memory,
+                "memory_reservation": reservation,
+            },
         )
         for c, cid, (cpu, memory, reservation) in zip(
             td.container_definitions, container_ids, shape.limits, strict=True
         )
     )
-    return Task(
-        arn=arns.task_arn(region, account, cluster, task_id),
-        id=task_id,
-        cluster=cluster,
-        cluster_arn=arns.cluster_arn(region, account, cluster),
-        task_definition_arn=td.arn,
-        container_instance_arn=instance_arn,
-        instance_id=instance_id,
-        containers=containers,
-        reservation=shape.reservation,
-        created_at=now,
-        group=group,
-        cpu=shape.cpu,
-        memory=shape.memory,
-        overrides=dict(overrides),
-        started_by=started_by,
-        tags=tags,
-        availability_zone=availability_zone,
-        gates=gates,
-        service=service,
+    return _built(
+        Task,
+        _TASK_DEFAULTS,
+        {
+            "arn": arns.task_arn(region, account, cluster, task_id),
+            "id": task_id,
+            "cluster": cluster,
+            "cluster_arn": arns.cluster_arn(region, account, cluster),
+            "task_definition_arn": td.arn,
+            "container_instance_arn": instance_arn,
+            "instance_id": instance_id,
+            "containers": containers,
+            "reservation": shape.reservation,
+            "created_at": now,
+            "group": group,
+            "cpu": shape.cpu,
+            "memory": shape.memory,
+            "overrides": dict(overrides),
+            "started_by": started_by,
+            "tags": tags,
+            "availability_zone": availability_zone,
+            "gates": gates,
+            "service": service,
+        },
     )
+
+
+_T = TypeVar("_T", Task, Container)
+
+
+def _defaults(cls: type[_T]) -> dict[str, Any]:
+    """The default of each field of ``cls`` that has a plain one (not a factory's)."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+_TASK_DEFAULTS = _defaults(Task)
+_CONTAINER_DEFAULTS = _defaults(Container)
+
+
+def _built(cls: type[_T], defaults: Mapping[str, Any], values: Mapping[str, Any]) -> _T:
+    """``cls(**values)`` without ``__init__`` (these classes have no ``__post_init__``): a frozen
+    dataclass's ``__init__`` sets every field through ``object.__setattr__``, which for a task's 34
+    fields was most of what building a task cost, and RunTask builds one per task placed. ``values``
+    must give every field that ``defaults`` (``_defaults(cls)``) does not. (``from_document`` uses it
+    too: decoding builds every task the cache loads or another process writes.)"""
+    new = object.__new__(cls)
+    new.__dict__.update(defaults)
+    new.__dict__.update(values)
+    return new

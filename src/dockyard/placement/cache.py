@@ -19,8 +19,9 @@ over the object it encoded, which the cache keeps instead of decoding the same b
 when the stored bytes are exactly those). The same hint tells this process's placements from other
 processes': ``elsewhere`` (``placement.elsewhere``) remembers the instances another process placed
 on lately, which this process's decisions then take last among equals. An instance's view is
-re-built in full only when its registration or allocation record changed; a running count or
-liveness change replaces just that.
+re-built in full only when its registration changed; an allocation record's change re-derives what
+that record gives (status, remaining resources, group counts), a running count or liveness change
+replaces just that.
 
 Per instance the cache keeps the **desired-set revision** (docs/agent-protocol.md section 2): the
 highest store revision that changed the instance's registration or its desired set as the agent
@@ -38,7 +39,7 @@ import heapq
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -122,6 +123,7 @@ class ClusterCache:
         self.inflight = InFlight()  # decisions of this process being committed (placement.commit)
         self.elsewhere = PlacedElsewhere(clock or SystemClock())  # other processes' recent placements
         self._expected: dict[str, tuple[bytes, Task | Allocation]] = {}
+        self._heads: dict[str, tuple[str, Scope]] = {}  # a key's part before its name -> (kind, scope)
         self.stats = PlacementStats()
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -317,14 +319,27 @@ class ClusterCache:
     def apply(self, event: WatchEvent) -> None:
         """Apply one change from the watch (public for tests that feed the cache by hand)."""
         kv = event.kv
-        parsed = keys.parse(kv.key)
-        if parsed is not None and parsed[0] in keys.KINDS:
-            kind, scope, name = parsed
+        head, _, name = kv.key.rpartition("/")
+        where = self._heads.get(head) if name else None
+        if where is None:
+            where = self._followed(kv.key, head)
+        if where is not None:
+            kind, scope = where
             if event.type is EventType.PUT:
                 self._put(kind, scope, name, kv)
             else:
                 self._delete(kind, scope, name, kv.mod_revision)
         self._advance(kv.mod_revision)
+
+    def _followed(self, key: str, head: str) -> tuple[str, Scope] | None:
+        """(kind, scope) of ``key`` when the cache follows its kind, else None. Remembered in
+        ``_heads`` by ``head`` (the key without its name: one entry per kind and cluster), where
+        ``apply`` finds it for the next keys, rather than parsing every key it applies."""
+        parsed = keys.parse(key)
+        if parsed is None or parsed[0] not in keys.KINDS:
+            return None
+        where = self._heads[head] = parsed[0], parsed[1]
+        return where
 
     def _advance(self, revision: int) -> None:
         if revision > self._applied:
@@ -338,37 +353,43 @@ class ClusterCache:
         st = self._scopes.get(scope)
         if st is None:
             st = self._scopes[scope] = ScopeState()
-        if st.revision_of(kind, name) >= kv.mod_revision:
-            return  # the list already showed something newer
+        revision = kv.mod_revision
         try:
-            if kind == keys.LIVENESS:
-                st.liveness[name] = Entry(None, kv.mod_revision, kv.version, kv.lease)
-                self._refresh(st, name)
-                return
-            if kind == keys.ALLOCATIONS:
+            if kind == keys.TASKS:
+                old = st.tasks.get(name)
+                if old is not None and old.mod_revision >= revision:
+                    return  # the list already showed something newer
+                task = self._decoded(kv, Task) or Task.from_document(orjson.loads(kv.value))
+                before = old.value if old is not None else None
+                st.tasks[name] = Entry(task, revision, kv.version)
+                self._index_task(st, before, task)
+                if before is None or desired_set_changed(before, task):
+                    self._changed(scope, st, task.instance_id, revision)
+                    if before is not None and before.instance_id != task.instance_id:
+                        self._changed(scope, st, before.instance_id, revision)
+            elif kind == keys.ALLOCATIONS:
+                previous = st.allocations.get(name)
+                if previous is not None and previous.mod_revision >= revision:
+                    return
                 mine = self._decoded(kv, Allocation)
                 allocation = mine or Allocation.from_document(orjson.loads(kv.value))
-                previous = st.allocations.get(name)
-                st.allocations[name] = Entry(allocation, kv.mod_revision, kv.version)
+                st.allocations[name] = Entry(allocation, revision, kv.version)
                 self._refresh(st, name)
                 arn = st.arns.get(name)
                 if arn is not None and not self._loading and _grew(previous, allocation):
                     self.elsewhere.placed(scope, arn, elsewhere=mine is None)
             elif kind == keys.INSTANCES:
+                if st.revision_of(kind, name) >= revision:
+                    return
                 instance = ContainerInstance.from_document(orjson.loads(kv.value))
-                st.instances[name] = Entry(instance, kv.mod_revision, kv.version)
+                st.instances[name] = Entry(instance, revision, kv.version)
                 self._refresh(st, name)
-                self._changed(scope, st, name, kv.mod_revision)
+                self._changed(scope, st, name, revision)
             else:
-                task = self._decoded(kv, Task) or Task.from_document(orjson.loads(kv.value))
-                old = st.tasks.get(name)
-                before = old.value if old is not None else None
-                st.tasks[name] = Entry(task, kv.mod_revision, kv.version)
-                self._index_task(st, before, task)
-                if before is None or desired_set_changed(before, task):
-                    self._changed(scope, st, task.instance_id, kv.mod_revision)
-                    if before is not None and before.instance_id != task.instance_id:
-                        self._changed(scope, st, before.instance_id, kv.mod_revision)
+                if st.revision_of(kind, name) >= revision:
+                    return
+                st.liveness[name] = Entry(None, revision, kv.version, kv.lease)
+                self._refresh(st, name)
         except Exception:
             log.exception("cluster cache: cannot decode %s; ignoring it", kv.key)
 
@@ -462,9 +483,8 @@ class ClusterCache:
                 return
             view = old.with_running(running, agent_connected)
         else:
-            same_instance = old is not None and built is not None and built[0] is entry
-            attributes = old.attributes if old is not None and same_instance else None
-            view = instance_view(entry.value, alloc, connected, running, attributes)
+            same_instance = built is not None and built[0] is entry
+            view = instance_view(entry.value, alloc, connected, running, old if same_instance else None)
             st.built[instance_id] = (entry, alloc)
         st.index.put(view)
 
@@ -488,22 +508,29 @@ def instance_view(
     alloc: Entry[Allocation],
     connected: bool,
     running: int,
-    attributes: Mapping[str, str | None] | None = None,
+    like: InstanceView | None = None,
 ) -> InstanceView:
-    """What placement (and the cluster query language) sees of one instance; ``attributes``: the
-    instance's attribute map when the caller already has it (views never change it)."""
+    """What placement (and the cluster query language) sees of one instance; ``like``: a view built
+    from the same registration, whose registration fields (attribute map and all) are kept rather
+    than derived again."""
     allocation = alloc.value
+    status = allocation.status
+    agent_connected = connected and status is not InstanceStatus.INACTIVE
+    left = remaining(instance.registered, allocation.reserved())
+    groups = allocation.group_counts()
+    if like is not None:
+        return like.with_allocation(status.value, agent_connected, left, groups, running, alloc.mod_revision)
     return InstanceView(
         arn=instance.arn,
         id=instance.id,
-        status=allocation.status.value,
-        agent_connected=connected and allocation.status is not InstanceStatus.INACTIVE,
+        status=status.value,
+        agent_connected=agent_connected,
         registered=instance.registered,
-        remaining=remaining(instance.registered, allocation.reserved()),
-        attributes=instance.attribute_map() if attributes is None else attributes,
+        remaining=left,
+        attributes=instance.attribute_map(),
         running_tasks=running,
         ec2_instance_id=instance.ec2_instance_id,
-        groups=allocation.group_counts(),
+        groups=groups,
         registered_at=instance.registered_at,
         agent_version=str(instance.version_info.get("agentVersion") or ""),
         revision=alloc.mod_revision,

@@ -35,7 +35,7 @@ DISTINCT_INSTANCE = "distinctInstance"
 MEMBER_OF = "memberOf"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # (no slots: ``_evolve`` copies its ``__dict__``)
 class InstanceView:
     """One container instance as placement sees it."""
 
@@ -59,41 +59,42 @@ class InstanceView:
         return self.status == ACTIVE and self.agent_connected
 
     def with_reservations(self, remaining: Resources, groups: Mapping[str, int]) -> InstanceView:
-        """This view with what remains and the group counts changed (``dataclasses.replace`` does
-        the same at twice the cost, and placement does this for every task it places)."""
-        return InstanceView(
-            arn=self.arn,
-            id=self.id,
-            status=self.status,
-            agent_connected=self.agent_connected,
-            registered=self.registered,
-            remaining=remaining,
-            attributes=self.attributes,
-            running_tasks=self.running_tasks,
-            ec2_instance_id=self.ec2_instance_id,
-            groups=groups,
-            registered_at=self.registered_at,
-            agent_version=self.agent_version,
-            revision=self.revision,
-        )
+        """This view with what remains and the group counts changed (placement does this for every
+        task it places)."""
+        return self._evolve({"remaining": remaining, "groups": groups})
 
     def with_running(self, running_tasks: int, agent_connected: bool) -> InstanceView:
         """This view with the running count and the agent's connection changed."""
-        return InstanceView(
-            arn=self.arn,
-            id=self.id,
-            status=self.status,
-            agent_connected=agent_connected,
-            registered=self.registered,
-            remaining=self.remaining,
-            attributes=self.attributes,
-            running_tasks=running_tasks,
-            ec2_instance_id=self.ec2_instance_id,
-            groups=self.groups,
-            registered_at=self.registered_at,
-            agent_version=self.agent_version,
-            revision=self.revision,
+        return self._evolve({"running_tasks": running_tasks, "agent_connected": agent_connected})
+
+    def with_allocation(
+        self,
+        status: str,
+        agent_connected: bool,
+        remaining: Resources,
+        groups: Mapping[str, int],
+        running_tasks: int,
+        revision: int,
+    ) -> InstanceView:
+        """This view as another allocation record of the same registration makes it."""
+        return self._evolve(
+            {
+                "status": status,
+                "agent_connected": agent_connected,
+                "remaining": remaining,
+                "groups": groups,
+                "running_tasks": running_tasks,
+                "revision": revision,
+            }
         )
+
+    def _evolve(self, changes: Mapping[str, Any]) -> InstanceView:
+        """``dataclasses.replace`` without ``__init__``, which for a frozen dataclass sets each of
+        the 13 fields through ``object.__setattr__`` (several times the cost of copying them)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
 
 @dataclass(frozen=True)
