@@ -157,8 +157,9 @@ class ClusterCache:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (revision, next(self._tiebreak), future))
-        try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+        try:  # (a timeout cancels the future: ``_advance`` and the failure path skip done futures)
+            async with asyncio.timeout(timeout):
+                await future
         except TimeoutError:
             raise TimeoutError(f"the cluster cache did not reach revision {revision} in {timeout}s") from None
 
