@@ -170,6 +170,7 @@ async def serve(
     from dockyard.api import agent_session
     from dockyard.api.app import ApiConfig, create_app
     from dockyard.api.credentials import PROFILE, KeyRing, write_cli_files
+    from dockyard.api.http_protocol import OneWriteHttpToolsProtocol
     from dockyard.clock import SystemClock
     from dockyard.lb.settings import EXTRAS_KEY as LB_SETTINGS
     from dockyard.lb.settings import LbSettings
@@ -220,7 +221,7 @@ async def serve(
             host=options.host,
             port=options.port,
             loop="uvloop",
-            http="httptools",
+            http=OneWriteHttpToolsProtocol,  # each answer's head and body in one socket write
             ws=_websocket_protocol(),  # agent sessions (api/agent_session.py)
             ws_max_size=agent_session.MAX_MESSAGE,
             ws_per_message_deflate=False,  # small JSON messages on loopback or a LAN: not worth the CPU

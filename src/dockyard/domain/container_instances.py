@@ -128,6 +128,11 @@ class ContainerInstance:
         return out
 
 
+def _member(key: str, value: Any) -> bytes:
+    """``"key":value`` as ``orjson.dumps`` writes that member inside an object."""
+    return orjson.dumps({key: value})[1:-1]
+
+
 def _attributes_wire(attributes: Iterable[Attribute]) -> list[dict[str, Any]]:
     return [{"name": n} if v is None else {"name": n, "value": v} for n, v in attributes]
 
@@ -141,10 +146,11 @@ class Allocation:
     ``distinctInstance``: two placers racing for one instance conflict on this record, never decide
     from a stale view of its groups.
 
-    What ``reserved``, ``group_counts`` and ``to_json`` derive from the reservations is computed once
-    per record and kept on it (a record never changes); ``with_tasks`` and ``without`` derive the
-    next record's from it by the difference when they can, so placing a task on an instance with
-    many costs a few dict copies rather than a pass over every reservation. (Kept in the instance's
+    What ``reserved``, ``group_counts`` and ``to_json`` derive from the reservations (for
+    ``to_json``: each reservation's encoded part of the document) is computed once per record and
+    kept on it (a record never changes); ``with_tasks`` and ``without`` derive the next record's from
+    it by the difference when they can, so placing a task on an instance with many costs a few dict
+    copies rather than a pass over every reservation. (Kept in the instance's
     ``__dict__`` by hand rather than with ``functools.cached_property``, which on Python 3.11 takes
     a lock on every first computation, and every record is new.)
     """
@@ -177,11 +183,12 @@ class Allocation:
             self.__dict__["_group_counts"] = found
         return found
 
-    def _task_documents(self) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] | None = self.__dict__.get("_task_docs")
+    def _task_members(self) -> dict[str, bytes]:
+        """Each reservation as the encoded member (``"id":{...}``) of the document's ``tasks``."""
+        found: dict[str, bytes] | None = self.__dict__.get("_task_json")
         if found is None:
-            found = {k: v.to_document() for k, v in self.tasks.items()}
-            self.__dict__["_task_docs"] = found
+            found = {k: _member(k, v.to_document()) for k, v in self.tasks.items()}
+            self.__dict__["_task_json"] = found
         return found
 
     def with_tasks(
@@ -206,11 +213,11 @@ class Allocation:
                 if group is not None:
                     counts[group] = counts.get(group, 0) + 1
             derived["_group_counts"] = counts
-        if "_task_docs" in cached:
-            docs = dict(cached["_task_docs"])
+        if "_task_json" in cached:
+            members = dict(cached["_task_json"])
             for task_id, need in reservations.items():
-                docs[task_id] = need.to_document()
-            derived["_task_docs"] = docs
+                members[task_id] = _member(task_id, need.to_document())
+            derived["_task_json"] = members
         return out
 
     def without(self, task_ids: Iterable[str]) -> Allocation:
@@ -242,9 +249,9 @@ class Allocation:
                     if not counts[group]:
                         del counts[group]
             out.__dict__["_group_counts"] = counts
-        if "_task_docs" in cached:
-            docs = {k: v for k, v in cached["_task_docs"].items() if k not in drop}
-            out.__dict__["_task_docs"] = docs
+        if "_task_json" in cached:
+            members = {k: v for k, v in cached["_task_json"].items() if k not in drop}
+            out.__dict__["_task_json"] = members
         return out
 
     def to_document(self) -> dict[str, Any]:
@@ -257,11 +264,18 @@ class Allocation:
         return doc
 
     def to_json(self) -> bytes:
-        """The document, encoded (``to_document``'s, from the per-task parts the record keeps)."""
-        doc: dict[str, Any] = {"status": self.status.value, "tasks": self._task_documents()}
+        """``to_document``'s bytes as ``orjson.dumps`` writes them, joined from the encoded
+        reservations the record keeps (``_task_members``): a record grows by one task at a time, so
+        only that task's part is encoded, not every reservation on the instance again."""
+        parts = [b'{"status":', orjson.dumps(self.status.value), b',"tasks":{']
+        parts.append(b",".join(self._task_members().values()))
         if self.groups:
-            doc["groups"] = self.groups if isinstance(self.groups, dict) else dict(self.groups)
-        return orjson.dumps(doc)
+            parts.append(b'},"groups":')
+            parts.append(orjson.dumps(self.groups if isinstance(self.groups, dict) else dict(self.groups)))
+            parts.append(b"}")
+        else:
+            parts.append(b"}}")
+        return b"".join(parts)
 
     @staticmethod
     def from_document(doc: Mapping[str, Any]) -> Allocation:

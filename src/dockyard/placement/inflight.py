@@ -108,9 +108,12 @@ class InFlight:
         busy = self._busy.get(scope)
         if busy is None:
             return
-        busy.subtract(arns)
-        for arn in [a for a, n in busy.items() if n <= 0]:
-            del busy[arn]
+        for arn in arns:  # only this decision's marks: every other decision's stay as they are
+            left = busy.get(arn, 0) - 1
+            if left > 0:
+                busy[arn] = left
+            else:
+                busy.pop(arn, None)
         if not busy:
             del self._busy[scope]
 
