@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from dockyard.clock import FakeClock
 from dockyard.store import sqlite as sqlite_module
-from dockyard.store.base import Compare, Conflict, EventType, Put, StateStore
+from dockyard.store.base import Compare, Conflict, Delete, EventType, Put, StateStore
 from dockyard.store.memory import MemoryStore
 from dockyard.store.sqlite import SqliteStore
 from tests.store.test_conformance import DEADLINE, next_events, put
@@ -376,5 +376,54 @@ async def test_the_writer_forgets_what_it_knew_when_another_process_writes(tmp_p
         kv = await theirs.get("/k")
         assert kv is not None and (kv.value, kv.mod_revision, kv.version) == (b"3", third.revision, 3)
     finally:
+        await ours.close()
+        await theirs.close()
+
+
+async def test_watchers_see_each_event_once_in_order_with_another_process_writing(tmp_path: Path) -> None:
+    """A watcher takes this process's committed batches from its hub and everything else from the
+    change log; interleaved with another process's writes, it must see exactly the history a fresh
+    watch (reading it all back from the file) sees."""
+    ours = SqliteStore(tmp_path / "state.db", FakeClock(), poll_interval=0.01)
+    theirs = SqliteStore(tmp_path / "state.db", FakeClock())
+    follower: asyncio.Future[None] | None = None
+    try:
+        start = await ours.revision() + 1
+        live = ours.watch("/w/", start)
+        seen: list[tuple[EventType, str, int]] = []
+
+        async def follow() -> None:
+            async for event in live:
+                seen.append((event.type, event.kv.key, event.kv.mod_revision))
+
+        follower = asyncio.ensure_future(follow())
+        await asyncio.sleep(0)
+
+        async def writer(store: SqliteStore, name: str) -> None:
+            for i in range(60):
+                await asyncio.gather(
+                    *(store.txn(puts=[Put(f"/{d}/{name}{i % 7}-{j}", b"v")]) for j, d in enumerate("wxw"))
+                )
+                if i % 5 == 4:
+                    await store.txn(deletes=[Delete(f"/w/{name}{i % 7}-0")])
+
+        await asyncio.gather(writer(ours, "a"), writer(theirs, "b"))
+        end = await put(ours, "/w/~end")
+        everything: list[tuple[EventType, str, int]] = []
+        async for event in ours.watch("/w/", start):  # no batch of ours left at these revisions?
+            everything.append((event.type, event.kv.key, event.kv.mod_revision))
+            if event.kv.mod_revision == end:
+                break
+        deadline = time.monotonic() + DEADLINE
+        while (not seen or seen[-1][2] != end) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert seen == everything
+        assert len(everything) > 200 and any(t is EventType.DELETE for t, _, _ in seen)
+        hub = ours._hubs[asyncio.get_running_loop()]
+        assert hub.recent, "the watcher never had a batch of ours to take from its hub"
+    finally:
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
         await ours.close()
         await theirs.close()

@@ -108,8 +108,23 @@ _Outcomes = list[Outcome]
 _Events = list[WatchEvent]
 
 
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """The events of one batch this process committed: every revision from ``first`` to ``last``."""
+
+    first: int
+    last: int
+    events: _Events
+
+
+_RECENT = 64  # batches a hub keeps for its watchers
+
+
 class _Hub:
-    """Wakes the watchers of one event loop when the store's revision moves."""
+    """Wakes the watchers of one event loop when the store's revision moves, and keeps the events
+    of the last ``_RECENT`` batches this process committed (``recent``, by first revision), so a
+    watcher that is at such a batch takes its events from here instead of reading them back from
+    the change log: a read steps SQLite once per row and gives the GIL away at every step."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -117,8 +132,13 @@ class _Hub:
         self.seen = 0
         self.watchers = 0
         self.poller: asyncio.Task[None] | None = None
+        self.recent: dict[int, _Committed] = {}
 
-    def notify(self, revision: int) -> None:
+    def notify(self, revision: int, committed: _Committed | None = None) -> None:
+        if committed is not None and self.watchers:
+            self.recent[committed.first] = committed
+            if len(self.recent) > _RECENT:
+                del self.recent[next(iter(self.recent))]
         if revision > self.seen:
             self.seen = revision
             self.wake()
@@ -155,6 +175,10 @@ class SqliteStore:
         self._lock = threading.Lock()  # guards _readers and _hubs
         self._next_expiry = math.inf  # when the first lease expires (set by _init_file and the writer)
         self._known = jobs.Known()  # the writer's: rows it knows without reading them
+        # the compaction point as last seen (own compactions at once, other processes' by the next
+        # read of ``meta``, at least every ``poll_interval`` while anyone watches): a watcher taking
+        # a batch's events from its hub checks it, as a read of the change log would
+        self._compacted = 0
         self._init_file()
         self._writer = threading.Thread(
             target=self._write_loop, name=f"sqlite-writer {self._path}", daemon=True
@@ -216,6 +240,7 @@ class SqliteStore:
 
     async def compact(self, revision: int) -> None:
         await self._submit(functools.partial(jobs.compact, revision))
+        self._compacted = max(self._compacted, revision)
 
     # ---- leases ------------------------------------------------------------------------------
 
@@ -248,9 +273,19 @@ class SqliteStore:
             while True:
                 self._check_open()
                 wake = hub.event  # taken before reading, so a commit after the read still wakes us
-                events, next_rev, caught_up = self._read_changes(prefix, next_rev)
-                for event in events:
-                    yield event
+                committed = hub.recent.get(next_rev)
+                if committed is not None:  # a batch of ours: its events without reading them back
+                    if next_rev < self._compacted:
+                        raise Compacted(next_rev, self._compacted)
+                    for event in committed.events:
+                        if event.kv.key.startswith(prefix):
+                            yield event
+                    next_rev = committed.last + 1
+                    caught_up = next_rev > hub.seen
+                else:
+                    events, next_rev, caught_up = self._read_changes(prefix, next_rev)
+                    for event in events:
+                        yield event
                 if caught_up:
                     await wake.wait()
         finally:
@@ -263,6 +298,7 @@ class SqliteStore:
         conn.execute("BEGIN")
         try:
             revision, compacted = conn.execute(jobs.SELECT_META).fetchone()
+            self._compacted = max(self._compacted, compacted)
             if next_rev < compacted:
                 raise Compacted(next_rev, compacted)
             last = min(revision, next_rev + _WATCH_WINDOW - 1)
@@ -313,7 +349,7 @@ class SqliteStore:
                 job = self._queue.get_nowait()
                 if job is not None:
                     leftovers.append((job, None, StoreClosed("the store is closed")))
-        _answer(leftovers, None, None)
+        _answer(leftovers, None, None, None)
         with self._lock:
             hubs = list(self._hubs.values())
             readers, self._readers = self._readers, set()
@@ -369,6 +405,7 @@ class SqliteStore:
 
     def _meta(self) -> tuple[int, int]:
         revision, compacted = self._reader().execute(jobs.SELECT_META).fetchone()
+        self._compacted = max(self._compacted, compacted)
         return int(revision), int(compacted)
 
     async def _enter(self) -> None:
@@ -462,6 +499,7 @@ class SqliteStore:
             leases_moved = first_expiry is not None and first_expiry <= batch.now
             if leases_moved:
                 self._known.forget()  # reaping deletes the leases' keys
+                batch.complete = False
                 jobs.reap(conn, batch)
             together: _Jobs = []
             for job in queued:
@@ -485,7 +523,7 @@ class SqliteStore:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            self._deliver([(job, None, exc) for job in queued], None)
+            self._deliver([(job, None, exc) for job in queued], None, None)
             return
         self._known.committed(batch.revision)
         self._next_expiry = next_expiry
@@ -496,11 +534,17 @@ class SqliteStore:
                 self.on_commit(len(queued))
             except Exception:
                 log.exception("on_commit hook failed")
-        self._deliver(outcomes, batch.revision if batch.revision != start else None)
+        if batch.revision == start:
+            self._deliver(outcomes, None, None)
+        else:
+            whole = batch.complete and len(batch.events) > 0
+            committed = _Committed(start + 1, batch.revision, batch.events) if whole else None
+            self._deliver(outcomes, batch.revision, committed)
 
     def _run_alone(self, conn: sqlite3.Connection, batch: jobs.Batch, job: _Job, outcomes: _Outcomes) -> None:
         if getattr(job.apply, "func", job.apply) not in jobs.KEEPS_KV:
             self._known.forget()
+            batch.complete = False  # it may write rows whose events run_txns does not know
         before = batch.revision
         conn.execute("SAVEPOINT job")
         try:
@@ -518,7 +562,7 @@ class SqliteStore:
         rows it failed on), undo them all and run each alone, so only the job at fault fails."""
         if not txns:
             return
-        before = batch.revision
+        before, known_events = batch.revision, len(batch.events)
         conn.execute("SAVEPOINT txns")
         try:
             results = jobs.run_txns(
@@ -530,6 +574,7 @@ class SqliteStore:
             conn.execute("ROLLBACK TO txns")
             conn.execute("RELEASE txns")
             batch.revision = before
+            del batch.events[known_events:]
             for job in txns:
                 self._run_alone(conn, batch, job, outcomes)
             return
@@ -540,8 +585,9 @@ class SqliteStore:
             else:
                 outcomes.append((job, result, None))
 
-    def _deliver(self, outcomes: _Outcomes, revision: int | None) -> None:
-        """Answer callers, one callback per event loop, and wake that loop's watchers."""
+    def _deliver(self, outcomes: _Outcomes, revision: int | None, committed: _Committed | None) -> None:
+        """Answer callers, one callback per event loop, and wake that loop's watchers (handing them
+        ``committed``, the batch's events, when the batch wrote nothing but those)."""
         by_loop: dict[asyncio.AbstractEventLoop, _Outcomes] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome[0].loop, []).append(outcome)
@@ -549,13 +595,15 @@ class SqliteStore:
             hubs = dict(self._hubs) if revision is not None else {}
         for loop in by_loop.keys() | hubs.keys():
             try:
-                loop.call_soon_threadsafe(_answer, by_loop.get(loop, []), hubs.get(loop), revision)
+                loop.call_soon_threadsafe(_answer, by_loop.get(loop, []), hubs.get(loop), revision, committed)
             except RuntimeError:  # that loop is closed: nobody is waiting there any more
                 with self._lock:
                     self._hubs.pop(loop, None)
 
 
-def _answer(outcomes: _Outcomes, hub: _Hub | None, revision: int | None) -> None:
+def _answer(
+    outcomes: _Outcomes, hub: _Hub | None, revision: int | None, committed: _Committed | None
+) -> None:
     """On the callers' loop: settle their futures, then wake the loop's watchers."""
     for job, result, exc in outcomes:
         if job.future.done():  # the caller was cancelled
@@ -565,7 +613,7 @@ def _answer(outcomes: _Outcomes, hub: _Hub | None, revision: int | None) -> None
         else:
             job.future.set_result(result)
     if hub is not None and revision is not None:
-        hub.notify(revision)
+        hub.notify(revision, committed)
 
 
 def _end(prefix: bytes) -> bytes:

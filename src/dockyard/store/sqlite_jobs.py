@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +33,7 @@ from dockyard.store.base import (
     LeaseNotFound,
     Put,
     TxnResult,
+    WatchEvent,
 )
 
 SCHEMA = """
@@ -101,10 +102,14 @@ def next_expiry(conn: sqlite3.Connection) -> float:
 
 @dataclass
 class Batch:
-    """The state of the write transaction the writer is building."""
+    """The state of the write transaction the writer is building. ``events``: the change events
+    ``run_txns`` wrote, in order; ``complete`` while they are all the batch's events (a job that
+    writes outside ``run_txns`` clears it)."""
 
     revision: int
     now: float
+    events: list[WatchEvent] = field(default_factory=list)
+    complete: bool = True
 
 
 Apply = Callable[[sqlite3.Connection, Batch], Any]
@@ -208,7 +213,8 @@ def run_txns(
 
     The keys they touch are read at once (those ``known`` does not hold, with one query); each
     transaction is then decided against that state as the transactions before it left it, and the
-    rows are written at the end: each key's final state, and every transaction's change-log rows.
+    rows are written at the end: each key's final state, and every transaction's change-log rows
+    (whose events it also appends to ``batch.events``, as a watch would read them back).
     An SQLite error leaves the rows half written: the caller rolls back to a savepoint it took
     before, and forgets ``known``."""
     touched = dict.fromkeys(
@@ -234,6 +240,7 @@ def run_txns(
     final: dict[str, KeyValue | None] = {}  # the keys written, as the last transaction left them
     log_puts: list[tuple[int, int, bytes, bytes, int, int, int]] = []
     log_deletes: list[tuple[int, int, bytes]] = []
+    events = batch.events
     for t in txns:
         failed = [c.key for c in t.compares if not c.holds(state[c.key])]
         if failed:
@@ -252,8 +259,9 @@ def run_txns(
             else:
                 prev[p.key] = old
                 create, version = old.create_revision, old.version + 1
-            state[p.key] = final[p.key] = KeyValue(p.key, p.value, create, rev, version, p.lease)
+            state[p.key] = final[p.key] = kv = KeyValue(p.key, p.value, create, rev, version, p.lease)
             log_puts.append((rev, seq, p.key.encode(), p.value, create, version, p.lease))
+            events.append(WatchEvent(EventType.PUT, kv))
         seq = len(t.puts)
         for d in t.deletes:
             old = state[d.key]
@@ -261,6 +269,7 @@ def run_txns(
                 prev[d.key] = old
                 state[d.key] = final[d.key] = None
                 log_deletes.append((rev, seq, d.key.encode()))
+                events.append(WatchEvent(EventType.DELETE, KeyValue(d.key, b"", 0, rev, 0, 0)))
                 seq += 1
         if seq == 0:  # wrote nothing: no new revision
             results.append(TxnResult(batch.revision, prev))
