@@ -35,9 +35,11 @@ rows, so their bound is higher. An inline page of more than a few dozen rows yie
 so a caller paging through a large prefix lets other requests run between its pages.
 
 Watches read the ``changes`` table (the change log, one row per event, ``(rev, seq)`` ordered).
-After each commit the writer wakes this process's watchers; a per-loop poller also checks the
-revision every ``poll_interval`` seconds so writes from other processes on the same file reach
-watchers too. ``compact(rev)`` deletes change rows below ``rev``.
+After each commit the writer wakes this process's watchers and hands them the batch's events when
+all of them came from ``run_txns`` (a watcher at that batch takes them instead of reading them back:
+each row read gives the GIL away); a per-loop poller also checks the revision every
+``poll_interval`` seconds so writes from other processes on the same file reach watchers too, from
+the log. ``compact(rev)`` deletes change rows below ``rev``.
 
 Leases live in the ``leases`` table with an expiry on the injected monotonic clock. The writer reaps
 expired leases at the start of every batch and every ``lease_check_interval`` seconds. After each
