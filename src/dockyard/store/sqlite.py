@@ -94,12 +94,6 @@ _INLINE_COUNT = 20_000
 _YIELD_ROWS = 64  # an inline read of more rows than this yields to the event loop once
 _WATCH_WINDOW = 256  # revisions a watcher reads per query while catching up
 _BUSY_TIMEOUT_S = 10.0
-# The writer checkpoints the WAL into the database file once it holds this many pages (SQLite's
-# default is 1,000: 4 MiB). A page rewritten between checkpoints is copied once, so rarer, larger
-# checkpoints copy and sync far less under a steady write load: at 2,000 placements/s the default
-# checkpointed every fraction of a second and RunTask's p50 was ~10 ms higher. The WAL file can
-# grow to about this size (64 MiB) before it is reused.
-_CHECKPOINT_PAGES = 16_384
 
 
 @dataclass(eq=False, slots=True)
@@ -461,7 +455,6 @@ class SqliteStore:
 
     def _write_loop(self) -> None:
         conn = self._connect()
-        conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
         try:
             while True:
                 try:
