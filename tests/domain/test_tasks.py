@@ -74,23 +74,38 @@ def test_check_overrides_rejects_unknown_containers_and_bad_sizes():
     check_overrides(definition, {"containerOverrides": [{"name": "a", "command": ["true"]}]})
 
 
+def _two_container_definition(**kw):  # type: ignore[no-untyped-def]
+    definition = td([c("a", cpu=10, memory=64), c("b", memoryReservation=32)], **kw)
+    return definition.__class__(**{**definition.__dict__, "arn": "arn:aws:ecs:r:1:task-definition/f:1"})
+
+
+def _new_task(definition, **kw):  # type: ignore[no-untyped-def]
+    """``new_task`` of ``definition`` as task t1 on instance i1 of cluster cl (``kw`` overrides)."""
+    args = {
+        "region": "r",
+        "account": "1",
+        "cluster": "cl",
+        "task_id": "t1",
+        "container_ids": ["x", "y"],
+        "td": definition,
+        "overrides": {},
+        "instance_arn": "arn:aws:ecs:r:1:container-instance/cl/i1",
+        "instance_id": "i1",
+        "group": "g",
+        "started_by": None,
+        "tags": (),
+        "now": 5.0,
+    }
+    return new_task(**{**args, **kw})
+
+
 def test_new_task_round_trips_and_shows_ecs_shape():
-    definition = td([c("a", cpu=10, memory=64), c("b", memoryReservation=32)], memory="512")
-    definition = definition.__class__(**{**definition.__dict__, "arn": "arn:aws:ecs:r:1:task-definition/f:1"})
-    task = new_task(
-        region="r",
-        account="1",
-        cluster="cl",
-        task_id="t1",
-        container_ids=["x", "y"],
-        td=definition,
+    task = _new_task(
+        _two_container_definition(memory="512"),
         overrides={"containerOverrides": [{"name": "b", "memory": 48}]},
-        instance_arn="arn:aws:ecs:r:1:container-instance/cl/i1",
-        instance_id="i1",
         group="family:f",
         started_by="me",
         tags=(("k", "v"),),
-        now=5.0,
     )
     assert task.reservation == Resources(10, 512)
     assert Task.from_document(task.to_document()) == task
@@ -109,26 +124,7 @@ def test_new_task_round_trips_and_shows_ecs_shape():
 def test_new_task_is_the_task_init_would_build():
     """new_task builds tasks without ``__init__`` (a frozen dataclass's is slow): the same value,
     every field set, still frozen."""
-    definition = td([c("a", cpu=10, memory=64), c("b", memoryReservation=32)])
-    definition = definition.__class__(**{**definition.__dict__, "arn": "arn:aws:ecs:r:1:task-definition/f:1"})
-    task = new_task(
-        region="r",
-        account="1",
-        cluster="cl",
-        task_id="t1",
-        container_ids=["x", "y"],
-        td=definition,
-        overrides={},
-        instance_arn="arn:aws:ecs:r:1:container-instance/cl/i1",
-        instance_id="i1",
-        group="g",
-        started_by=None,
-        tags=(),
-        now=5.0,
-        availability_zone="z",
-        gates=("lb",),
-        service="s",
-    )
+    task = _new_task(_two_container_definition(), availability_zone="z", gates=("lb",), service="s")
     containers = tuple(
         Container(name, f"arn:aws:ecs:r:1:container/cl/t1/{cid}", "busybox", cpu, memory, reservation)
         for name, cid, cpu, memory, reservation in (("a", "x", 10, 64, None), ("b", "y", 0, None, 32))
