@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import FrozenInstanceError
 from typing import Any
 
@@ -150,3 +151,11 @@ def test_new_task_is_the_task_init_would_build():
     assert [vars(x) for x in task.containers] == [vars(x) for x in containers]
     with pytest.raises(FrozenInstanceError):
         task.group = "other"  # type: ignore[misc]
+
+
+def test_task_classes_have_no_factory_defaults_built_would_miss():
+    """``_built`` fills plain defaults only; a field with a default factory (or a __post_init__)
+    would be missing from tasks built without ``__init__``: give it a plain default instead."""
+    for cls in (Task, Container):
+        assert not hasattr(cls, "__post_init__")
+        assert [f.name for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING] == []
