@@ -153,9 +153,12 @@ def test_new_task_is_the_task_init_would_build():
         task.group = "other"  # type: ignore[misc]
 
 
-def test_task_classes_have_no_factory_defaults_built_would_miss():
-    """``_built`` fills plain defaults only; a field with a default factory (or a __post_init__)
-    would be missing from tasks built without ``__init__``: give it a plain default instead."""
-    for cls in (Task, Container):
-        assert not hasattr(cls, "__post_init__")
-        assert [f.name for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING] == []
+def test_tasks_built_without_init_have_every_field():
+    """``new_task`` and ``from_document`` build tasks without ``__init__`` and fill plain defaults
+    only: every field (a factory's default or a ``__post_init__``'s work included) must be set."""
+    assert not hasattr(Task, "__post_init__") and not hasattr(Container, "__post_init__")
+    task = _new_task(_two_container_definition())
+    for built in (task, Task.from_document(task.to_document())):
+        assert [f.name for f in dataclasses.fields(Task) if not hasattr(built, f.name)] == []
+        for container in built.containers:
+            assert [f.name for f in dataclasses.fields(Container) if not hasattr(container, f.name)] == []
