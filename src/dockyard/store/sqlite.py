@@ -15,8 +15,8 @@ throughput grows with concurrency instead of being capped by the disk's fsync ra
 The writer competes with the event loop for the GIL: every SQLite statement, and every row a
 statement steps over, releases it and must win it back, which under load costs far more than
 SQLite's own work. So consecutive transactions run together (``sqlite_jobs.run_txns``: one read of
-the keys they touch, compares decided in Python, a few multi-row writes, one SAVEPOINT; an SQLite
-error under them reruns each alone in its own SAVEPOINT so only the one at fault fails), and the
+the keys they touch, compares decided in Python, a few multi-row writes, one SAVEPOINT; an error
+under them reruns each alone, as a batch of one, so only the one at fault fails), and the
 writer remembers the rows it wrote or read (``sqlite_jobs.Known``) for as long as the file's
 revision at the start of a batch is the one it last committed, i.e. no other process wrote. Lease
 jobs run alone, each in its own SAVEPOINT; expired leases are reaped when the first expiry the batch
@@ -98,7 +98,7 @@ _BUSY_TIMEOUT_S = 10.0
 
 @dataclass(eq=False, slots=True)
 class _Job:
-    apply: jobs.Apply
+    apply: jobs.Apply | jobs.Txn
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
 
@@ -108,6 +108,7 @@ Outcome = tuple[_Job, Any, BaseException | None]  # a job and its result or erro
 _Jobs = list[_Job]
 _Outcomes = list[Outcome]
 _Events = list[WatchEvent]
+_Results = list[TxnResult | Exception]
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +447,7 @@ class SqliteStore:
 
     # ---- internals: the writer ---------------------------------------------------------------
 
-    async def _submit(self, apply: jobs.Apply) -> Any:
+    async def _submit(self, apply: jobs.Apply | jobs.Txn) -> Any:
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -544,6 +545,8 @@ class SqliteStore:
             self._deliver(outcomes, batch.revision, committed)
 
     def _run_alone(self, conn: sqlite3.Connection, batch: jobs.Batch, job: _Job, outcomes: _Outcomes) -> None:
+        """A job other than a ``Txn`` (leases, compaction), in a savepoint of its own."""
+        assert not isinstance(job.apply, jobs.Txn)
         if getattr(job.apply, "func", job.apply) not in jobs.KEEPS_KV:
             self._known.forget()
             batch.complete = False  # it may write rows whose events run_txns does not know
@@ -560,32 +563,44 @@ class SqliteStore:
     def _run_together(
         self, conn: sqlite3.Connection, batch: jobs.Batch, txns: _Jobs, outcomes: _Outcomes
     ) -> None:
-        """Run ``Txn`` jobs with ``jobs.run_txns``; if SQLite fails under them (it cannot say whose
-        rows it failed on), undo them all and run each alone, so only the job at fault fails."""
+        """Run ``Txn`` jobs with ``jobs.run_txns``. If it fails under them (SQLite cannot say whose
+        rows it failed on), run each alone, so only the job at fault fails."""
         if not txns:
             return
+        try:
+            results = self._txns(conn, batch, txns)
+        except Exception as exc:
+            if len(txns) == 1:
+                outcomes.append((txns[0], None, exc))
+                return
+            log.warning("%d transactions failed together; running them one by one", len(txns))
+            for job in txns:
+                self._run_together(conn, batch, [job], outcomes)
+            return
+        for job, result in zip(txns, results, strict=True):
+            if isinstance(result, Exception):
+                outcomes.append((job, None, result))
+            else:
+                outcomes.append((job, result, None))
+
+    def _txns(self, conn: sqlite3.Connection, batch: jobs.Batch, txns: _Jobs) -> _Results:
+        """``jobs.run_txns`` in a savepoint; on an error, everything it did is undone (rows,
+        revision, events, what the writer remembers) before the error is raised again."""
         before, known_events = batch.revision, len(batch.events)
         conn.execute("SAVEPOINT txns")
         try:
             results = jobs.run_txns(
                 conn, batch, [j.apply for j in txns if isinstance(j.apply, jobs.Txn)], self._known
             )
-        except sqlite3.Error:
-            log.warning("%d transaction(s) failed in SQLite together; running them one by one", len(txns))
+        except Exception:
             self._known.forget()
             conn.execute("ROLLBACK TO txns")
             conn.execute("RELEASE txns")
             batch.revision = before
             del batch.events[known_events:]
-            for job in txns:
-                self._run_alone(conn, batch, job, outcomes)
-            return
+            raise
         conn.execute("RELEASE txns")
-        for job, result in zip(txns, results, strict=True):
-            if isinstance(result, Exception):
-                outcomes.append((job, None, result))
-            else:
-                outcomes.append((job, result, None))
+        return results
 
     def _deliver(self, outcomes: _Outcomes, revision: int | None, committed: _Committed | None) -> None:
         """Answer callers, one callback per event loop, and wake that loop's watchers (handing them

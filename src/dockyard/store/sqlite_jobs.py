@@ -7,7 +7,7 @@ Schema: ``meta`` (the global revision and the compaction point), ``kv`` (current
 A job is ``apply(conn, batch) -> result``: it runs inside the writer's ``BEGIN IMMEDIATE``
 transaction (in a savepoint of its own) and advances ``batch.revision`` when it writes.
 
-A ``Txn`` job can also run together with the other transactions of its batch (``run_txns``): their
+A ``Txn`` job runs together with the other transactions of its batch (``run_txns``): their
 keys are read with one query, their compares are checked in Python against what the transactions
 before them wrote, and what they write is stored with a few multi-row statements. Every statement
 (and every row it steps over) gives up the GIL and must win it back from the event loop's thread,
@@ -74,18 +74,11 @@ SELECT_CHANGES = (
 )
 LEASE_DUE = "SELECT 1 FROM leases WHERE expires_at <= ? LIMIT 1"
 NEXT_EXPIRY = "SELECT MIN(expires_at) FROM leases"
-_UPSERT_KV = (
-    "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version, lease) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_LOG_PUT = (
-    "INSERT INTO changes (rev, seq, key, type, value, create_rev, version, lease)"
-    " VALUES (?, ?, ?, 0, ?, ?, ?, ?)"
-)
-_LOG_DELETE = "INSERT INTO changes (rev, seq, key, type) VALUES (?, ?, ?, 1)"
-# the same three, for many rows at once (``run_txns`` appends the parameter groups)
+# multi-row writes: ``run_txns`` appends the parameter groups
 _UPSERT_KV_MANY = "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version, lease) VALUES "
 _LOG_PUT_MANY = "INSERT INTO changes (rev, seq, key, type, value, create_rev, version, lease) VALUES "
 _LOG_DELETE_MANY = "INSERT INTO changes (rev, seq, key, type) VALUES "
+_LOG_DELETE = _LOG_DELETE_MANY + "(?, ?, ?, 1)"
 _LEASED_KEYS = "FROM kv WHERE lease = ? AND lease != 0"  # the != 0 lets SQLite use the partial index
 _KEYS_PER_READ = 512  # keys per ``IN (...)`` read
 _ROWS_PER_STATEMENT = 64  # rows per multi-row statement: 64 * 7 parameters, well under SQLite's limit
@@ -142,15 +135,12 @@ def _read_many(conn: sqlite3.Connection, keys: list[str]) -> dict[str, KeyValue 
 
 @dataclass(frozen=True, slots=True)
 class Txn:
-    """A compare-and-swap transaction as a writer job: alone (``__call__``, in its own savepoint)
-    or with the other transactions of its batch (``run_txns``); both write the same rows."""
+    """A compare-and-swap transaction as a writer job, run by ``run_txns`` (with the other
+    transactions of its batch, or alone)."""
 
     compares: tuple[Compare, ...]
     puts: tuple[Put, ...]
     deletes: tuple[Delete, ...]
-
-    def __call__(self, conn: sqlite3.Connection, batch: Batch) -> TxnResult:
-        return txn(self.compares, self.puts, self.deletes, conn, batch)
 
 
 def _chunks(rows: Sequence[Any]) -> Iterator[tuple[int, Sequence[Any]]]:
@@ -208,7 +198,7 @@ class Known:
 def run_txns(
     conn: sqlite3.Connection, batch: Batch, txns: Sequence[Txn], known: Known
 ) -> list[TxnResult | Exception]:
-    """Run ``txns`` in order as if each ran alone (``txn``): each one's result, or the ``Conflict``
+    """Run ``txns`` in order as if each ran alone: each one's result, or the ``Conflict``
     or ``LeaseNotFound`` that refused it (a refused transaction writes nothing).
 
     The keys they touch are read at once (those ``known`` does not hold, with one query); each
@@ -299,53 +289,6 @@ def _live_leases(conn: sqlite3.Connection, leases: set[int]) -> set[int]:
         sql = f"SELECT id FROM leases WHERE id IN ({','.join('?' * n)})"
         live.update(lease for (lease,) in conn.execute(sql, chunk))
     return live
-
-
-def txn(
-    compares: tuple[Compare, ...],
-    puts: tuple[Put, ...],
-    deletes: tuple[Delete, ...],
-    conn: sqlite3.Connection,
-    batch: Batch,
-) -> TxnResult:
-    # every key the transaction compares or writes, read at once (written keys are distinct)
-    touched = [c.key for c in compares] + [p.key for p in puts] + [d.key for d in deletes]
-    current = _read_many(conn, list(dict.fromkeys(touched)))
-    read = current.__getitem__
-    failed = [c.key for c in compares if not c.holds(read(c.key))]
-    if failed:
-        raise Conflict(failed)
-    for lease in {p.lease for p in puts if p.lease}:
-        if conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is None:
-            raise LeaseNotFound(f"lease {lease} not found")
-    rev = batch.revision + 1
-    prev: dict[str, KeyValue] = {}
-    rows: list[tuple[bytes, bytes, int, int, int, int]] = []  # kv rows
-    log: list[tuple[int, int, bytes, bytes, int, int, int]] = []  # their change-log rows
-    for seq, p in enumerate(puts):
-        old = read(p.key)
-        create, version = (rev, 1) if old is None else (old.create_revision, old.version + 1)
-        if old is not None:
-            prev[p.key] = old
-        key = p.key.encode()
-        rows.append((key, p.value, create, rev, version, p.lease))
-        log.append((rev, seq, key, p.value, create, version, p.lease))
-    gone: list[bytes] = []
-    for d in deletes:
-        old = read(d.key)
-        if old is not None:
-            prev[d.key] = old
-            gone.append(d.key.encode())
-    if not rows and not gone:
-        return TxnResult(batch.revision, prev)
-    if rows:
-        conn.executemany(_UPSERT_KV, rows)
-        conn.executemany(_LOG_PUT, log)
-    if gone:
-        conn.executemany("DELETE FROM kv WHERE key = ?", [(key,) for key in gone])
-        conn.executemany(_LOG_DELETE, [(rev, len(rows) + i, key) for i, key in enumerate(gone)])
-    batch.revision = rev
-    return TxnResult(rev, prev)
 
 
 def compact(revision: int, conn: sqlite3.Connection, batch: Batch) -> None:
