@@ -18,7 +18,6 @@ the same decision cannot both commit: the second one's compare fails, it re-read
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from dockyard.domain.tags import Tag
 from dockyard.domain.task_definitions import NetworkMode
 from dockyard.domain.task_lifecycle import LOAD_BALANCERS, Merged, request_stop, stop_now
 from dockyard.domain.tasks import Task, needs, new_task
-from dockyard.placement import addresses, keys
+from dockyard.placement import addresses, ids, keys
 from dockyard.placement.cache import ClusterCache, Entry
 from dockyard.placement.commit import PlaceOutcome, encode, place_tasks
 from dockyard.scheduler import Failure, Placement, TaskAsk
@@ -182,6 +181,7 @@ async def commit_starts(
     while offset < len(asks):
         chunk = asks[offset : offset + budget]
         interfaces: addresses.Interfaces | None = None
+        plan: addresses.Planned | None = None
         short_of_addresses: str | None = None
         if network is not None:
             planned = await _plan_addresses(store, scope, subnets, groups, len(chunk), rng)
@@ -195,15 +195,16 @@ async def commit_starts(
             if len(planned.addresses) < len(chunk):  # the subnet has fewer: these, then the event
                 chunk = chunk[: len(planned.addresses)]
                 short_of_addresses = f"There are not enough free addresses in subnet {planned.subnet.cidr}."
-            task_ids = [uuid.uuid4().hex for _ in chunk]
-            interfaces = addresses.Interfaces(scope, planned, tuple(task_ids))
-        else:
-            task_ids = [uuid.uuid4().hex for _ in chunk]
+            plan = planned
+        task_ids, container_ids = ids.task_ids(len(chunk), len(td.container_definitions))
+        if plan is not None:
+            interfaces = addresses.Interfaces(scope, plan, tuple(task_ids))
 
         def build(
             index: int,
             placement: Placement,
             task_ids: list[str] = task_ids,
+            container_ids: list[list[str]] = container_ids,
             interfaces: addresses.Interfaces | None = interfaces,
         ) -> Task:
             entry = cache.instance(scope, placement.instance_id)
@@ -213,7 +214,7 @@ async def commit_starts(
                 account=scope.account,
                 cluster=scope.cluster,
                 task_id=task_ids[index],
-                container_ids=[uuid.uuid4().hex for _ in td.container_definitions],
+                container_ids=container_ids[index],
                 td=td,
                 overrides={},
                 instance_arn=placement.instance_arn,

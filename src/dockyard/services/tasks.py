@@ -17,7 +17,6 @@ never picked up by an agent that is not connected) is stopped at once.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from dockyard.domain.task_definitions import TaskDefinition, TaskDefinitionStatu
 from dockyard.domain.task_lifecycle import USER_STOP_REASON, Merged, request_stop, stop_now
 from dockyard.domain.task_status import StopCode, TaskStatus
 from dockyard.domain.tasks import EC2, Task, check_overrides, needs, new_task, task_shape
+from dockyard.placement import ids
 from dockyard.placement.commit import encode, place_tasks, read_task, write_task
 from dockyard.scheduler import (
     RUN_TASK_DEFAULT,
@@ -58,18 +58,6 @@ DEFAULT_MAX_RESULTS = 100
 RNG = "placement_rng"
 USER_INITIATED = StopCode.USER_INITIATED
 NO_INSTANCES = "No Container Instances were found in your cluster."
-
-
-def _new_ids(n: int) -> list[str]:
-    """``n`` random version-4 UUIDs as ``uuid.uuid4().hex`` writes them, from one read of the OS's
-    randomness: each read gives up the GIL, which under load the store's writer thread takes, so
-    a read per id costs a thread switch per id."""
-    raw = bytearray(os.urandom(16 * n))
-    for i in range(6, 16 * n, 16):
-        raw[i] = (raw[i] & 0x0F) | 0x40  # version 4
-        raw[i + 2] = (raw[i + 2] & 0x3F) | 0x80  # RFC 4122 variant
-    digits = raw.hex()
-    return [digits[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 def _rng(env: Env) -> random.Random:
@@ -202,9 +190,7 @@ async def _start(
         registered = cache.scope(scope).instances.values()
         if not pinned and not any(e.value.status is not InstanceStatus.INACTIVE for e in registered):
             raise InvalidParameter(NO_INSTANCES)
-        per_task = 1 + len(td.container_definitions)  # the task's id, then its containers'
-        ids = _new_ids(len(asks) * per_task)
-        task_ids = ids[::per_task]
+        task_ids, container_ids = ids.task_ids(len(asks), len(td.container_definitions))
         now = env.clock.time()
         interfaces = await plan_for(env, ctx, scope, awsvpc, task_ids, rng)  # awsvpc: addresses
 
@@ -220,7 +206,7 @@ async def _start(
                 account=ctx.account_id,
                 cluster=cluster.name,
                 task_id=task_ids[index],
-                container_ids=ids[index * per_task + 1 : (index + 1) * per_task],
+                container_ids=container_ids[index],
                 td=td,
                 overrides=overrides,
                 instance_arn=placement.instance_arn,
