@@ -261,6 +261,71 @@ async def test_reopen_keeps_state_and_restarts_lease_ttls(tmp_path: Path) -> Non
         await store.close()
 
 
+OLD_CHANGES_TABLE = """CREATE TABLE changes (rev INTEGER NOT NULL, seq INTEGER NOT NULL, key BLOB NOT NULL,
+    type INTEGER NOT NULL, value BLOB NOT NULL DEFAULT x'', create_rev INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0, lease INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (rev, seq))
+    WITHOUT ROWID"""
+
+
+def _changes_sql(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return str(conn.execute("SELECT sql FROM sqlite_master WHERE name = 'changes'").fetchone()[0])
+
+
+async def test_a_file_with_the_earlier_change_log_is_upgraded_with_its_history(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path, FakeClock())
+    for i in range(4):
+        await put(store, f"/u/{i % 2}", b"v" * (1500 + i))
+    await store.txn([], [Put("/u/a", b"a"), Put("/u/b", b"b")], [Delete("/u/0")])
+    await store.close()
+    with sqlite3.connect(path) as conn:  # the layout an earlier version wrote
+        conn.execute("ALTER TABLE changes RENAME TO changes_now")
+        conn.execute(OLD_CHANGES_TABLE)
+        conn.execute("INSERT INTO changes SELECT * FROM changes_now")
+        conn.execute("DROP TABLE changes_now")
+    assert "WITHOUT ROWID" in _changes_sql(path)
+
+    store = SqliteStore(path, FakeClock())
+    try:
+        watch = store.watch("/u/", 1)
+        events = [await asyncio.wait_for(anext(watch), DEADLINE) for _ in range(7)]
+        assert [(e.type, e.kv.key, e.kv.mod_revision, len(e.kv.value)) for e in events] == [
+            (EventType.PUT, "/u/0", 1, 1500),
+            (EventType.PUT, "/u/1", 2, 1501),
+            (EventType.PUT, "/u/0", 3, 1502),
+            (EventType.PUT, "/u/1", 4, 1503),
+            (EventType.PUT, "/u/a", 5, 1),
+            (EventType.PUT, "/u/b", 5, 1),
+            (EventType.DELETE, "/u/0", 5, 0),
+        ]
+        assert await put(store, "/u/c") == 6
+    finally:
+        await store.close()
+    assert "WITHOUT ROWID" not in _changes_sql(path)
+
+
+async def test_large_values_stay_on_their_pages(tmp_path: Path) -> None:
+    """Task documents (~1.2 KB) and allocation records in the change log and ``kv`` need no
+    overflow page each (a WITHOUT ROWID change log gave every one a mostly empty page)."""
+    path = tmp_path / "state.db"
+    store = SqliteStore(path, FakeClock())
+    try:
+        for i in range(50):
+            await put(store, f"/tasks/{i:04d}", b"t" * 1200)
+            await put(store, f"/tasks/{i:04d}", b"u" * 1300)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT name, COUNT(*) FROM dbstat WHERE pagetype = 'overflow' GROUP BY name"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite has no dbstat table")
+    assert rows == []
+
+
 # ---- reads: on the caller's thread when bounded, no lease SQL ------------------------------------
 
 

@@ -388,6 +388,7 @@ class SqliteStore:
             for statement in jobs.SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            jobs.upgrade(conn)
             # Restart every lease's TTL: expiries on the monotonic clock of an earlier boot are meaningless.
             conn.execute("UPDATE leases SET expires_at = ? + ttl", (self._clock.monotonic(),))
             self._next_expiry = jobs.next_expiry(conn)

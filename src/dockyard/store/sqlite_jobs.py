@@ -36,7 +36,16 @@ from dockyard.store.base import (
     WatchEvent,
 )
 
-SCHEMA = """
+# The change log is a rowid table (rows appended in (rev, seq) order, found by its primary-key
+# index): a row keeps its value on its own b-tree page. Files made before had it WITHOUT ROWID,
+# whose index b-tree keeps at most ~1,000 bytes of a row on the page with 4 KiB pages and spills
+# the rest of every larger value (a task document is ~1.2 KB) into an overflow page of its own,
+# mostly empty: half of what each commit wrote. ``upgrade`` rebuilds such a table.
+CHANGES_TABLE = """CREATE TABLE IF NOT EXISTS changes (rev INTEGER NOT NULL, seq INTEGER NOT NULL,
+    key BLOB NOT NULL, type INTEGER NOT NULL, value BLOB NOT NULL DEFAULT x'',
+    create_rev INTEGER NOT NULL DEFAULT 0, version INTEGER NOT NULL DEFAULT 0,
+    lease INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (rev, seq))"""
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL,
     compacted INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (id, revision, compacted) VALUES (0, 0, 0);
@@ -44,16 +53,31 @@ CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, create
     mod_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS kv_by_lease ON kv (lease) WHERE lease != 0;
 -- the change log: one row per event, in (rev, seq) order, type 0 for PUT and 1 for DELETE
-CREATE TABLE IF NOT EXISTS changes (rev INTEGER NOT NULL, seq INTEGER NOT NULL, key BLOB NOT NULL,
-    type INTEGER NOT NULL, value BLOB NOT NULL DEFAULT x'', create_rev INTEGER NOT NULL DEFAULT 0,
-    version INTEGER NOT NULL DEFAULT 0, lease INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (rev, seq))
-    WITHOUT ROWID;
+{CHANGES_TABLE};
 CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY AUTOINCREMENT, ttl REAL NOT NULL,
     expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires_at);
 """
 
+_CHANGES_COLUMNS = "rev, seq, key, type, value, create_rev, version, lease"
+
 EVENT_TYPES = {0: EventType.PUT, 1: EventType.DELETE}  # changes.type
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an earlier version to this schema (inside the caller's write transaction)."""
+    (sql,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'changes'"
+    ).fetchone()
+    if "WITHOUT ROWID" in sql.upper():
+        conn.execute("ALTER TABLE changes RENAME TO changes_before")
+        conn.execute(CHANGES_TABLE)
+        conn.execute(
+            f"INSERT INTO changes ({_CHANGES_COLUMNS}) SELECT {_CHANGES_COLUMNS} FROM changes_before"
+            " ORDER BY rev, seq"
+        )
+        conn.execute("DROP TABLE changes_before")
+
 
 # ---- SQL ----------------------------------------------------------------------------------------
 
@@ -75,7 +99,13 @@ SELECT_CHANGES = (
 LEASE_DUE = "SELECT 1 FROM leases WHERE expires_at <= ? LIMIT 1"
 NEXT_EXPIRY = "SELECT MIN(expires_at) FROM leases"
 # multi-row writes: ``run_txns`` appends the parameter groups
-_UPSERT_KV_MANY = "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version, lease) VALUES "
+# A key's row is updated where it is (a REPLACE would delete it and append a new row, dirtying one
+# more table page and its ``kv`` index entry's page per write).
+_UPSERT_KV_MANY = "INSERT INTO kv (key, value, create_rev, mod_rev, version, lease) VALUES "
+_UPSERT_KV_SET = (
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, create_rev = excluded.create_rev,"
+    " mod_rev = excluded.mod_rev, version = excluded.version, lease = excluded.lease"
+)
 _LOG_PUT_MANY = "INSERT INTO changes (rev, seq, key, type, value, create_rev, version, lease) VALUES "
 _LOG_DELETE_MANY = "INSERT INTO changes (rev, seq, key, type) VALUES "
 _LOG_DELETE = _LOG_DELETE_MANY + "(?, ?, ?, 1)"
@@ -150,14 +180,16 @@ def _chunks(rows: Sequence[Any]) -> Iterator[tuple[int, Sequence[Any]]]:
 
 
 @lru_cache(maxsize=64)
-def _multi_row(statement: str, row: str, n: int) -> str:
-    """``statement`` followed by ``n`` copies of the parameter group ``row``."""
-    return statement + ",".join([row] * n)
+def _multi_row(statement: str, row: str, n: int, tail: str) -> str:
+    """``statement`` followed by ``n`` copies of the parameter group ``row``, then ``tail``."""
+    return statement + ",".join([row] * n) + tail
 
 
-def _insert(conn: sqlite3.Connection, statement: str, row: str, rows: Sequence[tuple[Any, ...]]) -> None:
+def _insert(
+    conn: sqlite3.Connection, statement: str, row: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> None:
     for n, chunk in _chunks(rows):
-        conn.execute(_multi_row(statement, row, n), [value for r in chunk for value in r])
+        conn.execute(_multi_row(statement, row, n, tail), [value for r in chunk for value in r])
 
 
 class Known:
@@ -274,7 +306,7 @@ def run_txns(
     gone = [key.encode() for key, kv in final.items() if kv is None]
     for n, chunk in _chunks(gone):
         conn.execute(f"DELETE FROM kv WHERE key IN ({','.join('?' * n)})", chunk)
-    _insert(conn, _UPSERT_KV_MANY, "(?, ?, ?, ?, ?, ?)", kept)
+    _insert(conn, _UPSERT_KV_MANY, "(?, ?, ?, ?, ?, ?)", kept, _UPSERT_KV_SET)
     _insert(conn, _LOG_PUT_MANY, "(?, ?, ?, 0, ?, ?, ?, ?)", log_puts)
     _insert(conn, _LOG_DELETE_MANY, "(?, ?, ?, 1)", log_deletes)
     for key, kv in final.items():
