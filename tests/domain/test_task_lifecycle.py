@@ -183,6 +183,33 @@ def test_containers_merge_monotonically():
     assert merge_report(t, unknown, NOW).task.containers == t.containers
 
 
+@pytest.mark.parametrize(
+    "report",
+    [
+        TaskReport(
+            seq=1,
+            status=S.RUNNING,
+            started_at=7.0,
+            containers=(ContainerReport("web", ContainerStatus.RUNNING, runtime_id="d1"),),
+        ),
+        TaskReport(
+            seq=1,
+            status=S.STOPPED,
+            containers=(ContainerReport("web", ContainerStatus.STOPPED, exit_code=1),),
+        ),
+        TaskReport(status=S.PENDING),  # unsequenced, changes nothing
+        TaskReport(seq=1),
+    ],
+)
+def test_a_merge_leaves_the_task_it_merged_into_as_it_was(report: TaskReport) -> None:
+    # (the merge builds its result in place: the task it starts from is the cache's copy)
+    t = task(S.PENDING)
+    fields, containers = dict(vars(t)), [dict(vars(c)) for c in t.containers]
+    merged = merge_report(t, report, NOW)
+    assert vars(t) == fields and [vars(c) for c in t.containers] == containers
+    assert merged.changed is (merged.task is not t)
+
+
 def test_desired_set_membership():
     assert in_desired_set(task(S.PROVISIONING))
     assert in_desired_set(task(S.STOPPING, S.STOPPED))

@@ -164,12 +164,18 @@ def _stopped(t: Task, now: float, step: Callable[..., Task] | None = None) -> Ta
 _T = TypeVar("_T", Task, Container)
 
 
-def _evolve(obj: _T, **changes: Any) -> _T:
-    """``dataclasses.replace`` for ``Task``/``Container`` (frozen, no ``__post_init__``, no slots)
-    without re-running ``__init__`` over every field: a report's merge builds several, and building
-    tasks was most of what applying a report cost."""
+def _copy(obj: _T) -> _T:
+    """A copy of a ``Task``/``Container`` (frozen, no ``__post_init__``, no slots) without running
+    ``__init__`` over every field: a report's merge builds several, and building tasks was most of
+    what applying a report cost. Only for the caller to set fields on before anyone else sees it."""
     new = object.__new__(type(obj))
     new.__dict__.update(obj.__dict__)
+    return new
+
+
+def _evolve(obj: _T, **changes: Any) -> _T:
+    """``dataclasses.replace`` for ``Task``/``Container`` by way of ``_copy``."""
+    new = _copy(obj)
     new.__dict__.update(changes)
     return new
 
@@ -195,60 +201,67 @@ def _bump(before: Task, after: Task) -> Merged:
 
 
 def merge_container(c: Container, r: ContainerReport) -> Container:
-    status = max(c.last_status, r.status) if r.status is not None else c.last_status
-    exit_code = c.exit_code
+    new = _copy(c)
+    fields = new.__dict__  # (written in place: ``new`` is nobody else's yet)
+    if r.status is not None and r.status > c.last_status:
+        fields["last_status"] = r.status
     if r.exit_code is not None and (c.exit_code is None or r.status is ContainerStatus.STOPPED):
-        exit_code = r.exit_code
-    return _evolve(
-        c,
-        last_status=status,
-        exit_code=exit_code,
-        reason=r.reason or c.reason,
-        runtime_id=r.runtime_id or c.runtime_id,
-        network_bindings=r.network_bindings if r.network_bindings else c.network_bindings,
-        health_status=r.health_status if r.health_status is not None else c.health_status,
-    )
+        fields["exit_code"] = r.exit_code
+    if r.reason:
+        fields["reason"] = r.reason
+    if r.runtime_id:
+        fields["runtime_id"] = r.runtime_id
+    if r.network_bindings:
+        fields["network_bindings"] = r.network_bindings
+    if r.health_status is not None:
+        fields["health_status"] = r.health_status
+    return new
 
 
 def merge_report(task: Task, report: TaskReport, now: float) -> Merged:
     """Merge one agent report into ``task`` (see the module docstring). One new ``Task`` for the
     report's fields (building a task is what a merge costs), then ``settle``."""
-    if report.seq is not None and report.seq <= task.reported_seq:
+    seq = report.seq
+    if seq is not None and seq <= task.reported_seq:
         return Merged(task, accepted=False, reason=STALE)
-    changes: dict[str, Any] = {}
+    new = _copy(task)
+    fields = new.__dict__  # (written in place: ``new`` is nobody else's yet)
     if report.containers:
         by_name = {r.name: r for r in report.containers}
-        changes["containers"] = tuple(
+        fields["containers"] = tuple(
             [merge_container(c, by_name[c.name]) if c.name in by_name else c for c in task.containers]
         )
     if report.pull_started_at is not None and task.pull_started_at is None:
-        changes["pull_started_at"] = report.pull_started_at
+        fields["pull_started_at"] = report.pull_started_at
     if report.pull_stopped_at is not None and task.pull_stopped_at is None:
-        changes["pull_stopped_at"] = report.pull_stopped_at
+        fields["pull_stopped_at"] = report.pull_stopped_at
     if report.started_at is not None and task.started_at is None:
-        changes["started_at"] = report.started_at
+        fields["started_at"] = report.started_at
     if report.health_status is not None:
-        changes["health_status"] = report.health_status
-    if report.seq is not None:  # moves reportedSeq: a new version for sure
-        changes["reported_seq"] = report.seq
-        changes["version"] = task.version + 1
-    if report.status is not None and not task.stopped:
-        changes["last_status"] = max(task.last_status, _OPENS[report.status])
+        fields["health_status"] = report.health_status
+    if seq is not None:  # moves reportedSeq: a new version for sure
+        fields["reported_seq"] = seq
+        fields["version"] = task.version + 1
+    was_stopped = task.stopped
+    if report.status is not None and not was_stopped:
+        opens = _OPENS[report.status]
+        if opens > task.last_status:
+            fields["last_status"] = opens
         if report.status is TaskStatus.STOPPED:
             reached_running = task.last_status >= TaskStatus.RUNNING or task.started_at is not None
             default_code = (
                 StopCode.ESSENTIAL_CONTAINER_EXITED if reached_running else StopCode.TASK_FAILED_TO_START
             )
-            changes.update(
+            fields.update(
                 desired_status=TaskStatus.STOPPED,
                 stop_code=task.stop_code or report.stop_code or default_code,
                 stopped_reason=task.stopped_reason or report.reason or ESSENTIAL_EXITED_REASON,
                 execution_stopped_at=_first(task.execution_stopped_at, report.execution_stopped_at),
             )
-    after = settle(_evolve(task, **changes), now, fresh=True) if changes else settle(task, now)
-    if report.seq is None:  # may change nothing: compare
+    after = settle(new, now, fresh=True)
+    if seq is None:  # may change nothing: compare
         return _bump(task, after)
-    return Merged(after, changed=True, released=after.stopped and not task.stopped)
+    return Merged(after, changed=True, released=after.stopped and not was_stopped)
 
 
 def request_stop(task: Task, *, reason: str | None, stop_code: str, now: float) -> Merged:
