@@ -37,7 +37,7 @@ log = logging.getLogger("dockyard.agent.hollow")
 
 GC_THRESHOLDS = (10_000, 50, 100)  # while the instances register
 GC_CHECK_INTERVAL = 1.0  # seconds between two looks at the young generation (YoungCollector)
-GC_MIN_YOUNG = 100_000  # never collect for fewer young objects than this
+GC_MIN_YOUNG = 1_000_000  # never collect for fewer young objects than this (100,000 cost ~8% more CPU)
 
 
 class YoungCollector:
