@@ -1,8 +1,10 @@
 """A stand-in for the server side of docs/agent-protocol.md, in-process (aiohttp), for engine tests.
 
 It keeps the desired set and merges reports like the protocol says (seq must grow; statuses never
-move backwards; reports may ride a Poll; the agent's own reports are no news), without placement,
-signatures or a store.
+move backwards; reports may ride a Poll; the agent's own reports are no news; each task definition
+once per answer, in ``taskDefinitions``), without placement, signatures or a store. With
+``embed_definitions`` it answers as a server before ``taskDefinitions`` did: the definition in
+every task.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class FakeControlPlane:
         self.reports: list[dict[str, Any]] = []
         self.instance_status = "ACTIVE"
         self.fail_reports = False
+        self.embed_definitions = False
         self._runner: web.AppRunner | None = None
         self.endpoint = ""
 
@@ -136,14 +139,20 @@ class FakeControlPlane:
             "agentCredentials": {"accessKeyId": "AKIDAGENT", "secretAccessKey": "agent-secret"},
         }
 
-    def desired_set(self, instance: str) -> list[dict[str, Any]]:
-        out = []
+    def desired_set(self, instance: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The instance's ``AgentTask``s and the task definitions they use, by ARN."""
+        out, definitions = [], {}
         for t in self.tasks.values():
             if t.wire["instance"] != instance:
                 continue
             if t.desired == "RUNNING" or t.last != "STOPPED":
-                out.append({**t.wire, "desiredStatus": t.desired, "reportedSeq": t.seq})
-        return out
+                wire = {**t.wire, "desiredStatus": t.desired, "reportedSeq": t.seq}
+                if not self.embed_definitions:
+                    definition = wire.pop("taskDefinition")
+                    wire["taskDefinitionArn"] = definition["taskDefinitionArn"]
+                    definitions[definition["taskDefinitionArn"]] = definition
+                out.append(wire)
+        return out, definitions
 
     async def poll(self, body: dict[str, Any]) -> dict[str, Any]:
         self.polls += 1
@@ -157,11 +166,11 @@ class FakeControlPlane:
             if self.revision <= known:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait(), timeout=min(float(body["waitSeconds"]), 2.0))
-        answer = {
-            "revision": self.revision,
-            "instanceStatus": self.instance_status,
-            "tasks": self.desired_set(body["containerInstanceArn"]),
-        }
+        tasks, definitions = self.desired_set(body["containerInstanceArn"])
+        answer: dict[str, Any] = {"revision": self.revision, "instanceStatus": self.instance_status}
+        answer["tasks"] = tasks
+        if not self.embed_definitions:
+            answer["taskDefinitions"] = definitions
         if results is not None:
             answer["results"] = results
         return answer

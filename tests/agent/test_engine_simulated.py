@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dockyard.agent.checkpoint import load_task
 from dockyard.agent.runtime.simulated import SimulatedRuntime
 
 from .harness import busybox, start_agent, until
@@ -88,6 +89,37 @@ async def test_depends_on_success_orders_starts(fake, tmp_path):  # type: ignore
         await agent.crash()
 
 
+async def test_tasks_start_from_the_answers_definitions(fake, tmp_path):  # type: ignore[no-untyped-def]
+    """An answer names each task's definition and carries it once (``taskDefinitions``): the engine
+    embeds it in the task again, so the checkpoint holds the task whole, and tasks of one definition
+    share one parsed definition. A server that still embeds it in every task is followed too."""
+    agent = await start_agent(fake, SimulatedRuntime(), tmp_path / "a")
+    try:
+        shared = busybox({"name": "web"}, family="shared", taskDefinitionArn="td/shared")
+        arns = [await fake.run_task(shared, agent.arn) for _ in range(3)]
+        arns.append(await fake.run_task(busybox({"name": "app"}, family="other"), agent.arn))
+        await until(lambda: all(fake.status(a) == "RUNNING" for a in arns), what="RUNNING")
+        assert fake.polls > 0 and fake.tasks[arns[0]].wire["taskDefinition"]["family"] == "shared"
+        saved = [agent.engine.checkpoint.tasks[a]["task"] for a in arns]
+        assert [t["taskDefinition"]["family"] for t in saved] == ["shared"] * 3 + ["other"]
+        assert [load_task(agent.engine.checkpoint.tasks[a]).containers.keys() for a in arns] == [
+            {"web"},
+            {"web"},
+            {"web"},
+            {"app"},
+        ]
+        tasks = [agent.engine.runners[a].task for a in arns]
+        assert tasks[0].definition is tasks[1].definition is tasks[2].definition
+        assert tasks[3].definition.family == "other"
+
+        fake.embed_definitions = True  # a server of the version before taskDefinitions
+        old = await fake.run_task(busybox({"name": "legacy"}, family="legacy"), agent.arn)
+        await until(lambda: fake.status(old) == "RUNNING", what="RUNNING from an embedded definition")
+        assert agent.engine.runners[old].task.definition.family == "legacy"
+    finally:
+        await agent.crash()
+
+
 async def test_restart_readopts_without_duplicates(fake, tmp_path):  # type: ignore[no-untyped-def]
     rt = SimulatedRuntime()
     agent = await start_agent(fake, rt, tmp_path / "a")
@@ -104,6 +136,7 @@ async def test_restart_readopts_without_duplicates(fake, tmp_path):  # type: ign
         assert agent.arn == instance
         await until(lambda: fake.status(gone) == "STOPPED", what="stray task STOPPED")
         assert fake.status(arn) == "RUNNING"
+        assert agent.engine.runners[arn].task.definition.family == "fam"  # from the checkpoint
         assert {o.id for o in await rt.list({})} == before  # nothing created twice
         running = [o for o in await rt.list({}) if o.state.value == "running"]
         assert len(running) == 1

@@ -1,5 +1,6 @@
 """The Poll use case in-process (no HTTP): long-polls end when the server stops; AgentTasks are
-serialized once per stored version of the task."""
+serialized once per stored version of the task, task definitions once per revision (one that is
+gone is never kept)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import pytest
 from dockyard.agent.registration import HostFacts
 from dockyard.api.credentials import KeyRing
 from dockyard.clock import SystemClock
+from dockyard.services import agent_protocol
 from dockyard.services.context import CREDENTIALS, Env, Principal, RequestContext, Settings
 from dockyard.services.operations import load_all
+from dockyard.services.task_definitions import expire_task_definitions
 from dockyard.store.memory import MemoryStore
 
 OPS = load_all()
@@ -81,7 +84,9 @@ async def test_agent_tasks_are_serialized_once_per_version(env: Env) -> None:
     )
     assert all(a is b for a, b in zip(raw["tasks"], again["tasks"], strict=True))  # the same bytes
     assert sorted(t["taskArn"] for t in first["tasks"]) == arns
-    assert first["tasks"][0]["taskDefinition"]["family"] == "f"
+    [definition] = {t["taskDefinitionArn"] for t in first["tasks"]}
+    assert "taskDefinition" not in first["tasks"][0] and first["taskDefinitions"][definition]["family"] == "f"
+    assert raw["taskDefinitions"][definition] is again["taskDefinitions"][definition]  # serialized once
     reports = [{"taskArn": arns[0], "seq": 1, "status": "RUNNING"}]
     answer = await poll(env, agent, first["revision"], 0.0, reports=reports)
     assert answer["results"] == [{"taskArn": arns[0], "accepted": True}]
@@ -112,3 +117,37 @@ async def test_answers_follow_the_set_between_revisions(env: Env) -> None:
     assert shown == sorted([arns[0], arns[2], more["tasks"][0]["taskArn"]])
     kept = {first["tasks"][0], first["tasks"][2]}
     assert sum(1 for t in grown["tasks"] if any(t is k for k in kept)) == 2  # not serialized again
+
+
+async def test_a_task_definition_that_is_gone_is_null_and_never_kept(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revision deleted (and expired) while its tasks run is ``null`` in ``taskDefinitions``, and
+    that is asked again by every answer, while one that exists is read once; the tasks' own bytes
+    are kept either way."""
+    container = {"name": "web", "image": "busybox", "memory": 64}
+    await OPS["RegisterTaskDefinition"](env, ADMIN, {"family": "g", "containerDefinitions": [container]})
+    agent = await register(env, 0)
+    run = await OPS["RunTask"](env, ADMIN, {"cluster": "c", "taskDefinition": "g", "count": 2})
+    more = await OPS["RunTask"](env, ADMIN, {"cluster": "c", "taskDefinition": "f"})
+    gone, kept = run["tasks"][0]["taskDefinitionArn"], more["tasks"][0]["taskDefinitionArn"]
+    await OPS["DeregisterTaskDefinition"](env, ADMIN, {"taskDefinition": "g:1"})
+    await OPS["DeleteTaskDefinitions"](env, ADMIN, {"taskDefinitions": ["g:1"]})
+    assert await expire_task_definitions(env, time.time() + 60) == 1
+    resolved: list[str] = []
+    resolve = agent_protocol.resolve_task_definition
+
+    async def counted(env: Env, ctx: RequestContext, ref: str) -> Any:
+        resolved.append(ref)
+        return await resolve(env, ctx, ref)
+
+    monkeypatch.setattr(agent_protocol, "resolve_task_definition", counted)
+    body = {"cluster": "c", "containerInstanceArn": agent.principal.instance_arn, "knownRevision": 0}
+    raw = await OPS["DockyardAgentV1.Poll"](env, agent, body)
+    again = await OPS["DockyardAgentV1.Poll"](env, agent, body)
+    assert sorted(resolved) == sorted([gone, gone, kept])
+    assert again["taskDefinitions"][gone] is None and again["taskDefinitions"][kept] is not None
+    assert all(a is b for a, b in zip(raw["tasks"], again["tasks"], strict=True))
+    answer = await poll(env, agent, 0)
+    by_definition = sorted(t["taskDefinitionArn"] for t in answer["tasks"])
+    assert by_definition == sorted([gone, gone, kept]) and set(answer["taskDefinitions"]) == {gone, kept}

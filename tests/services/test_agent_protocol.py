@@ -238,3 +238,62 @@ def test_reports_ride_a_poll_and_are_applied_before_it_waits(ecs, cluster, agent
         agent.poll(reports=[{"taskArn": arns[1], "seq": 2, "status": "ACTIVATING"}])
     assert e.value.code == "InvalidParameterException" and "reports[0].status" in e.value.message
     assert ecs.describe_tasks(cluster=cluster, tasks=[arns[1]])["tasks"][0]["lastStatus"] == "RUNNING"
+
+
+def test_an_answer_carries_each_task_definition_once(ecs, cluster, agents, unique):
+    """Each AgentTask names its definition (``taskDefinitionArn``); the answer's ``taskDefinitions``
+    holds every definition its tasks use, exactly once."""
+    agent = agents(cluster)
+    one = register_td(ecs, unique)
+    arns = {t["taskArn"] for t in ecs.run_task(cluster=cluster, taskDefinition=one, count=3)["tasks"]}
+    answer = agent.poll(known=0)
+    assert {t["taskArn"] for t in answer["tasks"]} == arns
+    assert all(t["taskDefinitionArn"] == one and "taskDefinition" not in t for t in answer["tasks"])
+    assert list(answer["taskDefinitions"]) == [one]
+    described = ecs.describe_task_definition(taskDefinition=one)["taskDefinition"]
+    fields = ("taskDefinitionArn", "family", "revision", "containerDefinitions")
+    assert {k: answer["taskDefinitions"][one][k] for k in fields} == {k: described[k] for k in fields}
+
+    two = register_td(ecs, unique + "-two", memory=64)
+    [other] = ecs.run_task(cluster=cluster, taskDefinition=two)["tasks"]
+    answer = agent.poll(known=0)
+    uses = {t["taskArn"]: t["taskDefinitionArn"] for t in answer["tasks"]}
+    assert uses == {**dict.fromkeys(arns, one), other["taskArn"]: two}
+    assert set(answer["taskDefinitions"]) == {one, two}
+    assert answer["taskDefinitions"][two]["containerDefinitions"][0]["memory"] == 64
+
+
+def test_a_deleted_task_definition_is_null_in_the_answer(tmp_path, unique):
+    """A revision deleted (and expired) while its task runs: ``null`` in ``taskDefinitions``, in
+    every answer; the other definitions are there as usual."""
+    srv = start_server(tmp_path, "--retention-seconds", "0.5", "--retention-interval", "0.2")
+    agent: TestAgent | None = None
+    try:
+        ecs = srv.client("ecs")
+        ecs.create_cluster(clusterName=unique)
+        agent = TestAgent(srv, unique)
+        agent.register()
+        gone, kept = register_td(ecs, unique), register_td(ecs, unique + "-kept")
+        [doomed] = ecs.run_task(cluster=unique, taskDefinition=gone)["tasks"]
+        [other] = ecs.run_task(cluster=unique, taskDefinition=kept)["tasks"]
+        ecs.deregister_task_definition(taskDefinition=gone)
+        ecs.delete_task_definitions(taskDefinitions=[gone])
+
+        def expired() -> bool:
+            try:
+                ecs.describe_task_definition(taskDefinition=gone)
+                return False
+            except ClientError:
+                return True
+
+        wait_until(expired, timeout=20, what="expiry of the deleted revision")
+        for _ in range(2):
+            answer = agent.poll(known=0)
+            uses = {t["taskArn"]: t["taskDefinitionArn"] for t in answer["tasks"]}
+            assert uses == {doomed["taskArn"]: gone, other["taskArn"]: kept}
+            assert answer["taskDefinitions"][gone] is None
+            assert answer["taskDefinitions"][kept]["taskDefinitionArn"] == kept
+    finally:
+        if agent is not None:
+            agent.close()
+        srv.stop()

@@ -171,9 +171,11 @@ def test_stop_flows_through_poll_and_report_and_releases_resources(ecs, cluster,
     register_td(ecs, unique, memory=400, portMappings=[{"containerPort": 80, "hostPort": 8082}])
     [task] = ecs.run_task(cluster=cluster, taskDefinition=unique)["tasks"]
     arn = task["taskArn"]
-    [wire] = agent.poll()["tasks"]
+    answer = agent.poll()
+    [wire] = answer["tasks"]
     assert wire["taskArn"] == arn and wire["desiredStatus"] == "RUNNING" and wire["reportedSeq"] == 0
-    assert wire["taskDefinition"]["family"] == unique and wire["containers"][0]["name"] == "web"
+    definition = answer["taskDefinitions"][wire["taskDefinitionArn"]]
+    assert definition["family"] == unique and wire["containers"][0]["name"] == "web"
     agent.say(arn, "PENDING", pullStartedAt=1.0, pullStoppedAt=2.0)
     binding = {"bindIP": "127.0.0.1", "containerPort": 80, "hostPort": 8082, "protocol": "tcp"}
     agent.say(

@@ -6,7 +6,7 @@ Format version 1 (a fixture of every version lives in ``tests/agent/fixtures/``)
      "instance": {"instanceId": "i-...", "containerInstanceArn": "...", "clusterArn": "...",
                   "cluster": "name"},
      "pulledImages": ["image:tag", ...],                       (for --image-pull-behavior once)
-     "tasks": {"<task arn>": {"task": {AgentTask as the server sent it},
+     "tasks": {"<task arn>": {"task": {AgentTask, its taskDefinition embedded},
                               "desiredStatus": "RUNNING", "knownStatus": "RUNNING", "seq": 5,
                               "stopCode": null, "stoppedReason": null, "pullStartedAt": 1.0, ...,
                               "cleanupAt": null,

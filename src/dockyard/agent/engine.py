@@ -328,6 +328,7 @@ class Engine:
         """Apply one desired set (docs/agent-protocol.md, section 2)."""
         seen: set[str] = set()
         inactive = answer.get("instanceStatus") == "INACTIVE"
+        definitions = answer.get("taskDefinitions") or {}
         for wire in answer.get("tasks") or ():
             arn = str(wire["taskArn"])
             seen.add(arn)
@@ -340,7 +341,7 @@ class Engine:
             elif arn in self.finished:
                 self._resend_final(arn, reported)
             else:
-                self._start_runner(wire, desired, reported)
+                self._start_runner(wire, definitions, desired, reported)
         for arn, runner in self.runners.items():
             if arn not in seen:
                 runner.desire(TaskStatus.STOPPED)
@@ -354,10 +355,17 @@ class Engine:
             if self.ctx is not None and self.ctx.networking is not None:  # awsvpc: leftovers go
                 self.ctx.networking.keep_only(answer.get("tasks") or ())
 
-    def _start_runner(self, wire: dict[str, Any], desired: TaskStatus, reported_seq: int) -> None:
+    def _start_runner(
+        self, wire: dict[str, Any], definitions: dict[str, Any], desired: TaskStatus, reported_seq: int
+    ) -> None:
+        """A runner for a task new to this run: from its checkpoint if it has one, else from the
+        answer, its task definition (``definitions``: the answer's, by ARN) embedded again, so that
+        the task's state and its checkpoint hold the ``AgentTask`` in one piece."""
         assert self.ctx is not None
         arn = str(wire["taskArn"])
         doc = self.checkpoint.tasks.get(arn)
+        if not doc and "taskDefinitionArn" in wire:  # (else a server that still embeds it)
+            wire = {**wire, "taskDefinition": definitions.get(wire["taskDefinitionArn"])}
         task = load_task(doc) if doc else task_spec.task_from_wire(wire)
         task.seq = max(task.seq, reported_seq)
         if desired is not TaskStatus.RUNNING:

@@ -1,9 +1,10 @@
 """From the server's ``AgentTask`` to what the runner works with: PURE (port choice aside).
 
-- ``task_from_wire``: the ``TaskState``, overrides applied, runtime names fixed before creation
-  (``dockyard-<task id>-<container>``: the same task always gets the same names, so a container
-  created just before a crash is found again instead of created twice). A task definition is
-  parsed once per content (``_definition``), not once per task.
+- ``task_from_wire``: the ``TaskState`` of an ``AgentTask`` with its ``taskDefinition`` embedded
+  (the engine embeds the Poll answer's entry for it; checkpoints keep that form), overrides applied,
+  runtime names fixed before creation (``dockyard-<task id>-<container>``: the same task always gets
+  the same names, so a container created just before a crash is found again instead of created
+  twice). A task definition is parsed once per content (``_definition``), not once per task.
 - ``unsupported``: the first feature Dockyard cannot provide, as a ``ResourceInitializationError``
   reason; the task stops with it instead of running without it.
 - ``volumes`` / ``container_spec`` / ``port_plan``: what the runtime is asked to make.

@@ -85,7 +85,7 @@ class TaskState:
     execution_stopped_at: float | None = None
     health: HealthStatus = HealthStatus.UNKNOWN
     seq: int = 0  # the last report sequence number used
-    wire: dict[str, Any] = field(default_factory=dict)  # the AgentTask as the server sent it
+    wire: dict[str, Any] = field(default_factory=dict)  # the AgentTask, its taskDefinition embedded
 
     @property
     def task_id(self) -> str:

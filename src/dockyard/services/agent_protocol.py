@@ -2,6 +2,7 @@
 
 - ``DockyardAgentV1.Poll``: the instance's whole desired set and the revision it reflects, answered
   at once when newer than the agent's ``knownRevision``, else when it changes, else after the wait.
+  Each task definition the set uses is in the answer once (``taskDefinitions``), not in every task.
   It reads the cluster cache and waits on the cache's per-instance event; every Poll keeps the
   instance's liveness lease alive. The wait is capped at half the agent timeout, so a long-poll
   never outlives the lease it renews (the agent simply polls again). A Poll may carry ``reports``:
@@ -136,9 +137,8 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
     if entry is None or entry.value.status is InstanceStatus.INACTIVE:
         _answers(env, cache).pop((scope, instance_id), None)
         revision = cache.desired_revision(scope, instance_id)
-        return _with_results(
-            {"revision": revision, "instanceStatus": InstanceStatus.INACTIVE.value, "tasks": []}, results
-        )
+        inactive = {"revision": revision, "instanceStatus": InstanceStatus.INACTIVE.value}
+        return _with_results({**inactive, "tasks": [], "taskDefinitions": {}}, results)
     if renew:
         await _renew_liveness(env, cache, scope, instance_id)
     loop = asyncio.get_running_loop()
@@ -151,10 +151,11 @@ async def poll(env: Env, ctx: RequestContext, req: Request) -> Response:
             break
         await _wait_change(env, changed, left)
     await cache.wait_applied(since)
-    revision, tasks = await _desired(env, ctx, cache, scope, instance_id)
+    revision, tasks, definitions = await _desired(env, ctx, cache, scope, instance_id)
     entry = cache.instance(scope, instance_id)
     status = entry.value.status if entry is not None else InstanceStatus.INACTIVE
-    return _with_results({"revision": revision, "instanceStatus": status.value, "tasks": tasks}, results)
+    answer = {"revision": revision, "instanceStatus": status.value, "tasks": tasks}
+    return _with_results({**answer, "taskDefinitions": definitions}, results)
 
 
 def _with_results(answer: dict[str, Any], results: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -230,9 +231,10 @@ def _answers(env: Env, cache: ClusterCache) -> dict[tuple[keys.Scope, str], _Ans
 
 async def _desired(
     env: Env, ctx: RequestContext, cache: ClusterCache, scope: keys.Scope, instance_id: str
-) -> tuple[int, list[orjson.Fragment]]:
-    """The instance's desired-set revision and its ``AgentTask``s, sorted by task id (what
-    ``ClusterCache.desired`` lists), each serialized once per stored version of the task."""
+) -> tuple[int, list[orjson.Fragment], dict[str, orjson.Fragment | None]]:
+    """The instance's desired-set revision, its ``AgentTask``s, sorted by task id (what
+    ``ClusterCache.desired`` lists), each serialized once per stored version of the task, and the
+    task definitions they use, by ARN (None: that revision no longer exists)."""
     st = cache.scope(scope)
     revision = st.desired_revision.get(instance_id, 0)
     on = st.tasks_by_instance.get(instance_id, ())
@@ -248,30 +250,21 @@ async def _desired(
                 answer.entries[i], answer.wire[i] = kept.get(task_id, (None, None))
         answers[key] = last = answer
     entries = list(map(st.tasks.get, last.ids))
-    keep = True
     for i in compress(range(len(entries)), map(is_not, entries, last.entries)):  # the tasks that changed
         entry, wire = entries[i], None
         if entry is not None and entry.value.instance_id == instance_id and in_desired_set(entry.value):
-            wire = await _wire_task(env, ctx, entry.value)
-            if wire is None:  # its task definition is gone: serialized each time, never kept
-                keep = False
-                wire = orjson.Fragment(orjson.dumps(agent_task(entry.value, None)))
-        last.entries[i], last.wire[i] = entry, wire  # together, after the await (concurrent polls)
-    if not keep:
-        answers.pop(key, None)
-    return revision, [w for w in last.wire if w is not None]
-
-
-async def _wire_task(env: Env, ctx: RequestContext, task: Task) -> orjson.Fragment | None:
-    """One ``AgentTask``; None when its task definition no longer exists."""
-    td = await _task_definition(env, ctx, task.task_definition_arn)
-    if td is None:
-        return None
-    return orjson.Fragment(orjson.dumps(agent_task(task, td)))
+            wire = orjson.Fragment(orjson.dumps(agent_task(entry.value)))
+        last.entries[i], last.wire[i] = entry, wire
+    tasks = [w for w in last.wire if w is not None]
+    # the ARNs of the definitions they use, each once, read before the awaits (a concurrent poll of
+    # the instance may change ``last`` meanwhile)
+    used = {e.value.task_definition_arn: None for e in compress(last.entries, last.wire) if e is not None}
+    return revision, tasks, {arn: await _task_definition(env, ctx, arn) for arn in used}
 
 
 async def _task_definition(env: Env, ctx: RequestContext, arn: str) -> orjson.Fragment | None:
-    """A task definition's wire object by ARN, serialized (revisions never change what the agent reads)."""
+    """A task definition's wire object by ARN, serialized (revisions never change what the agent
+    reads); None when it no longer exists, which is never kept (asked again by the next answer)."""
     known: OrderedDict[str, orjson.Fragment] = env.extras.setdefault(TASK_DEFINITIONS, OrderedDict())
     hit = known.get(arn)
     if hit is not None:

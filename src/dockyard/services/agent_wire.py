@@ -12,8 +12,6 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import orjson
-
 from dockyard.domain.errors import InvalidParameter
 from dockyard.domain.task_lifecycle import ContainerReport, TaskReport, agent_desired_status
 from dockyard.domain.task_status import AGENT_REPORTED, ContainerStatus, HealthStatus, StopCode, TaskStatus
@@ -112,17 +110,14 @@ def parse_poll(req: Mapping[str, Any]) -> PollRequest:
     return PollRequest(known, min(wait, MAX_WAIT_SECONDS))
 
 
-def agent_task(task: Task, task_definition: Mapping[str, Any] | orjson.Fragment | None) -> dict[str, Any]:
-    """One ``AgentTask`` of a Poll response (``task_definition``: its wire object, or those bytes)."""
+def agent_task(task: Task) -> dict[str, Any]:
+    """One ``AgentTask`` of a Poll response; its task definition is named, not embedded (the answer
+    carries each definition once, in ``taskDefinitions``)."""
     return {
         "taskArn": task.arn,
         "clusterArn": task.cluster_arn,
         "desiredStatus": agent_desired_status(task).name,  # RUNNING while its targets drain
-        "taskDefinition": (
-            task_definition
-            if task_definition is None or isinstance(task_definition, orjson.Fragment)
-            else dict(task_definition)
-        ),
+        "taskDefinitionArn": task.task_definition_arn,
         "overrides": dict(task.overrides),
         "cpu": str(task.cpu) if task.cpu is not None else None,
         "memory": str(task.memory) if task.memory is not None else None,
