@@ -107,3 +107,22 @@ async def test_replayed_stale_events_are_ignored(store):
         assert cache.instance(SCOPE, "a") is entry
     finally:
         await cache.close()
+
+
+async def test_wait_applied_times_out_or_is_cancelled_and_later_waits_still_wake(store):
+    cache = await started(store)
+    try:
+        beyond = cache.applied_revision + 10
+        with pytest.raises(TimeoutError, match=f"revision {beyond}"):
+            await cache.wait_applied(beyond, timeout=0.01)
+        waiting = asyncio.ensure_future(cache.wait_applied(beyond))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        woken = asyncio.ensure_future(cache.wait_applied(cache.applied_revision + 1))
+        await add_instance(store, "a")
+        await asyncio.wait_for(woken, 5)
+        await cache.sync()
+    finally:
+        await cache.close()
