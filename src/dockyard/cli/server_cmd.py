@@ -42,8 +42,9 @@ FULL_COLLECTION_SECONDS = 30.0
 # a thread waiting for the GIL gets it only after the switch interval, when the holder is asked to
 # drop it. With Python's 5 ms, a batch of ~10 statements could wait tens of milliseconds for the
 # event loop, and the loop then idled waiting for those commits (measured: idle ~10-16% of the
-# time under bench/placement.py e2e). 1 ms: +4-5% placements/s there (alternating pairs).
-SWITCH_INTERVAL = 0.001
+# time under bench/placement.py e2e). 1 ms: +4-5% placements/s there (alternating pairs); 0.5 ms
+# another +3% over 1 ms (3 pairs, 2 ahead).
+SWITCH_INTERVAL = 0.0005
 
 DEFAULT_STATE_DIR = Path(os.environ.get("DOCKYARD_STATE_DIR", str(Path.home() / ".dockyard")))
 log = logging.getLogger("dockyard")
