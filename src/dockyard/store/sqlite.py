@@ -14,7 +14,8 @@ throughput grows with concurrency instead of being capped by the disk's fsync ra
 
 The writer competes with the event loop for the GIL: every SQLite statement, and every row a
 statement steps over, releases it and must win it back, which under load costs far more than
-SQLite's own work. So consecutive transactions run together (``sqlite_jobs.run_txns``: one read of
+SQLite's own work (a thread waiting for the GIL gets it after the interpreter's switch interval,
+which the server therefore shortens: ``cli/server_cmd.py``). So consecutive transactions run together (``sqlite_jobs.run_txns``: one read of
 the keys they touch, compares decided in Python, a few multi-row writes, one SAVEPOINT; an error
 under them reruns each alone, as a batch of one, so only the one at fault fails), and the
 writer remembers the rows it wrote or read (``sqlite_jobs.Known``) for as long as the file's
