@@ -15,13 +15,13 @@ throughput grows with concurrency instead of being capped by the disk's fsync ra
 The writer competes with the event loop for the GIL: every SQLite statement, and every row a
 statement steps over, releases it and must win it back, which under load costs far more than
 SQLite's own work (a thread waiting for the GIL gets it after the interpreter's switch interval,
-which the server therefore shortens: ``cli/server_cmd.py``). So consecutive transactions run together (``sqlite_jobs.run_txns``: one read of
-the keys they touch, compares decided in Python, a few multi-row writes, one SAVEPOINT; an error
-under them reruns each alone, as a batch of one, so only the one at fault fails), and the
-writer remembers the rows it wrote or read (``sqlite_jobs.Known``) for as long as the file's
-revision at the start of a batch is the one it last committed, i.e. no other process wrote. Lease
-jobs run alone, each in its own SAVEPOINT; expired leases are reaped when the first expiry the batch
-reads has passed.
+which the server therefore shortens: ``cli/server_cmd.py``). So consecutive transactions run
+together (``sqlite_jobs.run_txns``: one read of the keys they touch, compares decided in Python, a
+few multi-row writes, one SAVEPOINT; an error under them reruns each alone, as a batch of one, so
+only the one at fault fails), and the writer remembers the rows it wrote or read
+(``sqlite_jobs.Known``) for as long as the file's revision at the start of a batch is the one it
+last committed, i.e. no other process wrote. Lease jobs run alone, each in its own SAVEPOINT;
+expired leases are reaped when the first expiry the batch reads has passed.
 
 Revisions are read from the ``meta`` row inside the write transaction, and ``BEGIN IMMEDIATE`` takes
 the database's write lock first, so several processes sharing one file keep one correct counter.
