@@ -69,3 +69,22 @@ def test_group_counts_is_a_copy():
     alloc = Allocation().with_tasks({"a": Resources(1, 1)}, {"a": "g"})
     alloc.group_counts()["g"] = 99
     assert alloc.group_counts() == {"g": 1}
+
+
+def test_document_bytes_for_every_status_and_a_reservation_shared_by_tasks():
+    """``to_json`` reuses the encoded reservation of the task added before when the next one shares
+    it (one RunTask's tasks do): the bytes stay ``orjson.dumps(to_document())`` whatever the order."""
+    shared = Resources(256, 512, frozenset({80}), frozenset(), 1)
+    for status in InstanceStatus:
+        alloc = Allocation(status)
+        for placed in (
+            {"a": shared},
+            {"b": shared, "c": Resources(1, 2)},
+            {"d": shared},
+            {"e": Resources(1, 2)},
+        ):
+            alloc.to_json()  # warm: the next record's members are carried over
+            alloc = alloc.with_tasks(placed, {k: "service:web" for k in placed})
+            assert alloc.to_json() == orjson.dumps(alloc.to_document())
+            assert fresh(alloc).to_json() == alloc.to_json()
+        assert alloc.without(["b"]).to_json() == orjson.dumps(alloc.without(["b"]).to_document())

@@ -580,3 +580,22 @@ async def test_tags_rejects_reserved_prefix(env: Env) -> None:
     await register(env)
     with pytest.raises(InvalidParameter):
         await td.tag_task_definition(env, CTX, arn("web", 1), [{"key": "aws:x", "value": "b"}])
+
+
+async def test_resolve_by_family_follows_the_family_record_whatever_was_decoded_before(env: Env) -> None:
+    """A bare family name reads the family record every time (kept decoded only while its bytes
+    stay the same): each registration and deregistration moves what it resolves to at once."""
+    await register(env)
+    assert (await td.resolve_task_definition(env, CTX, "web")).revision == 1  # type: ignore[union-attr]
+    await register(env)
+    again = await td.resolve_task_definition(env, CTX, "web")
+    assert again is not None and again.revision == 2
+    assert again is await td.resolve_task_definition(env, CTX, "web")  # nothing changed: nothing decoded
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:2"})
+    back = await td.resolve_task_definition(env, CTX, "web")
+    assert back is not None and back.revision == 1 and back.status is td.ACTIVE
+    await td.deregister_task_definition(env, CTX, {"taskDefinition": "web:1"})
+    assert await td.resolve_task_definition(env, CTX, "web") is None
+    for _ in range(2):  # a malformed reference is refused every time, never remembered
+        with pytest.raises(ClientError, match="Invalid revision number"):
+            await td.resolve_task_definition(env, CTX, "web:x")

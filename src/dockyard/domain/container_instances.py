@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from dockyard.domain.errors import InvalidParameter
-from dockyard.domain.resources import Resources, remaining, total
+from dockyard.domain.resources import NONE, Resources, remaining, total
 from dockyard.domain.tags import Tag
 
 AVAILABILITY_ZONE = "ecs.availability-zone"
@@ -128,9 +128,22 @@ class ContainerInstance:
         return out
 
 
-def _member(key: str, value: Any) -> bytes:
-    """``"key":value`` as ``orjson.dumps`` writes that member inside an object."""
-    return orjson.dumps({key: value})[1:-1]
+# the reservation ``_reservation_member`` encoded last, and its encoded document
+_last_encoded: tuple[Resources, bytes] = (NONE, orjson.dumps(NONE.to_document()))
+
+
+def _reservation_member(task_id: str, need: Resources) -> bytes:
+    """``"task_id":{...}``, the member ``orjson.dumps`` writes for ``task_id: need.to_document()``
+    inside an object. The tasks one RunTask places share one reservation object, so the document
+    encoded for the last one is used again when ``need`` is that very object (a ``Resources`` never
+    changes; the pair is replaced whole, never torn). Keyed by identity, not value: comparing
+    equal reservations cost more than encoding one."""
+    global _last_encoded
+    last, encoded = _last_encoded
+    if need is not last:
+        encoded = orjson.dumps(need.to_document())
+        _last_encoded = (need, encoded)
+    return orjson.dumps(task_id) + b":" + encoded
 
 
 def _attributes_wire(attributes: Iterable[Attribute]) -> list[dict[str, Any]]:
@@ -187,7 +200,7 @@ class Allocation:
         """Each reservation as the encoded member (``"id":{...}``) of the document's ``tasks``."""
         found: dict[str, bytes] | None = self.__dict__.get("_task_json")
         if found is None:
-            found = {k: _member(k, v.to_document()) for k, v in self.tasks.items()}
+            found = {k: _reservation_member(k, v) for k, v in self.tasks.items()}
             self.__dict__["_task_json"] = found
         return found
 
@@ -196,7 +209,7 @@ class Allocation:
     ) -> Allocation:
         tasks = {**self.tasks, **reservations}
         merged = {**self.groups, **groups} if groups else dict(self.groups)
-        out = Allocation(self.status, tasks, merged)
+        out = _allocation(self.status, tasks, merged)
         fresh = len(tasks) == len(self.tasks) + len(reservations)  # no reservation replaced
         if not fresh or (groups and not groups.keys() <= reservations.keys()):
             return out  # a reservation replaced, or a task already here regrouped: derive afresh
@@ -216,13 +229,13 @@ class Allocation:
         if "_task_json" in cached:
             members = dict(cached["_task_json"])
             for task_id, need in reservations.items():
-                members[task_id] = _member(task_id, need.to_document())
+                members[task_id] = _reservation_member(task_id, need)
             derived["_task_json"] = members
         return out
 
     def without(self, task_ids: Iterable[str]) -> Allocation:
         drop = set(task_ids)
-        out = Allocation(
+        out = _allocation(
             self.status,
             {k: v for k, v in self.tasks.items() if k not in drop},
             {k: v for k, v in self.groups.items() if k not in drop},
@@ -267,15 +280,11 @@ class Allocation:
         """``to_document``'s bytes as ``orjson.dumps`` writes them, joined from the encoded
         reservations the record keeps (``_task_members``): a record grows by one task at a time, so
         only that task's part is encoded, not every reservation on the instance again."""
-        parts = [b'{"status":', orjson.dumps(self.status.value), b',"tasks":{']
-        parts.append(b",".join(self._task_members().values()))
-        if self.groups:
-            parts.append(b'},"groups":')
-            parts.append(orjson.dumps(self.groups if isinstance(self.groups, dict) else dict(self.groups)))
-            parts.append(b"}")
-        else:
-            parts.append(b"}}")
-        return b"".join(parts)
+        members = b",".join(self._task_members().values())
+        if not self.groups:
+            return _HEAD[self.status] + members + b"}}"
+        groups = self.groups if isinstance(self.groups, dict) else dict(self.groups)
+        return b"".join((_HEAD[self.status], members, b'},"groups":', orjson.dumps(groups), b"}"))
 
     @staticmethod
     def from_document(doc: Mapping[str, Any]) -> Allocation:
@@ -284,6 +293,25 @@ class Allocation:
             tasks={k: Resources.from_document(v) for k, v in (doc.get("tasks") or {}).items()},
             groups=dict(doc.get("groups") or {}),
         )
+
+
+# each status's document up to its tasks' members: ``{"status":"ACTIVE","tasks":{``
+_HEAD = {status: b'{"status":' + orjson.dumps(status.value) + b',"tasks":{' for status in InstanceStatus}
+
+
+def _allocation(
+    status: InstanceStatus, tasks: Mapping[str, Resources], groups: Mapping[str, str]
+) -> Allocation:
+    """``Allocation(status, tasks, groups)`` without the frozen ``__init__`` (which sets each field
+    through ``object.__setattr__``): for the new record ``with_tasks`` and ``without`` return, which
+    nobody has seen yet; placement makes one per instance it places on. (Allocation has no
+    ``__post_init__`` to skip.)"""
+    new: Allocation = object.__new__(Allocation)
+    fields = new.__dict__
+    fields["status"] = status
+    fields["tasks"] = tasks
+    fields["groups"] = groups
+    return new
 
 
 # ---- registration ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ fit, cheapest check first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from dockyard.domain.errors import InvalidParameter
@@ -42,7 +42,7 @@ class Resources:
     enis: int = 0  # awsvpc task interfaces: registered capacity, or 1 per awsvpc task (RESOURCE:ENI)
 
     def __add__(self, other: Resources) -> Resources:
-        return Resources(
+        return _built(
             self.cpu + other.cpu,
             self.memory + other.memory,
             self.ports | other.ports if other.ports else self.ports,
@@ -84,6 +84,23 @@ class Resources:
 
 NONE = Resources()
 
+# each field's slot descriptor's setter, in field order, for ``_built``
+_CPU, _MEMORY, _PORTS, _PORTS_UDP, _ENIS = (getattr(Resources, f.name).__set__ for f in fields(Resources))
+
+
+def _built(cpu: int, memory: int, ports: frozenset[int], ports_udp: frozenset[int], enis: int) -> Resources:
+    """``Resources(cpu, memory, ports, ports_udp, enis)`` without the frozen ``__init__``, which sets
+    each field through ``object.__setattr__`` (about half of what building one costs): only for a value
+    nobody has seen yet, built here by the arithmetic that placement runs per task placed and per
+    instance view (``+``, ``remaining``). Resources has no ``__post_init__`` to skip."""
+    new: Resources = object.__new__(Resources)
+    _CPU(new, cpu)
+    _MEMORY(new, memory)
+    _PORTS(new, ports)
+    _PORTS_UDP(new, ports_udp)
+    _ENIS(new, enis)
+    return new
+
 
 def total(reservations: Iterable[Resources]) -> Resources:
     """Everything ``reservations`` take together."""
@@ -95,7 +112,7 @@ def total(reservations: Iterable[Resources]) -> Resources:
 
 def remaining(registered: Resources, reserved: Resources) -> Resources:
     """What is left of ``registered`` once ``reserved`` is taken (ports: what is unavailable)."""
-    return Resources(
+    return _built(
         registered.cpu - reserved.cpu,
         registered.memory - reserved.memory,
         registered.ports | reserved.ports if reserved.ports else registered.ports,

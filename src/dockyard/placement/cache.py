@@ -29,7 +29,7 @@ must learn it (``task_lifecycle.desired_set_changed``: a task added, its desired
 task removed by the control plane; not the agent's own reports). A task first seen (at load, or
 created) always counts, so a re-listed cache errs towards an early answer, never a missed one. Store
 revisions are global and increase, so the value is comparable across restarts and server replicas,
-and an ``asyncio.Event`` per instance wakes the long-polls waiting on it.
+and a ``ChangeEvent`` per instance (``placement.change_event``) wakes the long-polls waiting on it.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from dockyard.domain.task_lifecycle import desired_set_changed, in_desired_set
 from dockyard.domain.task_status import TaskStatus
 from dockyard.domain.tasks import Task
 from dockyard.placement import keys
+from dockyard.placement.change_event import ChangeEvent
 from dockyard.placement.elsewhere import PlacedElsewhere
 from dockyard.placement.inflight import InFlight, PlacementStats
 from dockyard.placement.keys import Scope
@@ -112,7 +113,7 @@ class ClusterCache:
         self._store = store
         self._retry_delay = retry_delay
         self._scopes: dict[Scope, ScopeState] = {}
-        self._events: dict[tuple[Scope, str], asyncio.Event] = {}
+        self._events: dict[tuple[Scope, str], ChangeEvent] = {}
         self._applied = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._tiebreak = itertools.count()
@@ -221,12 +222,12 @@ class ClusterCache:
         tasks = [t for t in self.tasks_on(scope, instance_id) if in_desired_set(t)]
         return st.desired_revision.get(instance_id, 0), tasks
 
-    def change_event(self, scope: Scope, instance_id: str) -> asyncio.Event:
+    def change_event(self, scope: Scope, instance_id: str) -> ChangeEvent:
         """Set at the next change to the instance's desired set (take it before reading ``desired``)."""
         key = (scope, instance_id)
         event = self._events.get(key)
         if event is None:
-            event = self._events[key] = asyncio.Event()
+            event = self._events[key] = ChangeEvent()
         return event
 
     def scopes(self) -> Iterable[Scope]:

@@ -36,6 +36,7 @@ from dockyard.domain.errors import AccessDenied, InvalidParameter
 from dockyard.domain.task_lifecycle import TaskReport, in_desired_set
 from dockyard.domain.tasks import Task
 from dockyard.placement.cache import ClusterCache, Entry
+from dockyard.placement.change_event import ChangeEvent
 from dockyard.placement.commit import read_task
 from dockyard.services import keys
 from dockyard.services.agent_reports import MISSING, Item, apply_reports, apply_reports_at
@@ -405,9 +406,9 @@ async def discover_poll_endpoint(env: Env, ctx: RequestContext, req: Request) ->
     return {"endpoint": endpoint, "telemetryEndpoint": endpoint, "serviceConnectEndpoint": endpoint}
 
 
-async def _wait_change(env: Env, changed: asyncio.Event, timeout: float) -> None:
+async def _wait_change(env: Env, changed: ChangeEvent, timeout: float) -> None:
     """Wait until ``changed`` is set (the instance's desired set moved, or the server is stopping)
-    or ``timeout`` passes.
+    or ``timeout`` passes (``ChangeEvent.wait`` keeps the deadline: no ``asyncio.timeout``).
 
     Only the instance's own event is awaited: a thousand long-polls all waiting on ``env.stopping``
     as well would make every answer pay for removing its waiter from that event's long queue.
@@ -415,27 +416,24 @@ async def _wait_change(env: Env, changed: asyncio.Event, timeout: float) -> None
     waiting = _waiting(env)
     waiting.add(changed)
     try:
-        async with asyncio.timeout(timeout):
-            await changed.wait()
-    except TimeoutError:
-        pass
+        await changed.wait(timeout)
     finally:
         waiting.discard(changed)
 
 
-def _waiting(env: Env) -> set[asyncio.Event]:
+def _waiting(env: Env) -> set[ChangeEvent]:
     loop = asyncio.get_running_loop()
-    known: tuple[asyncio.AbstractEventLoop, set[asyncio.Event], asyncio.Task[None]] | None = env.extras.get(
+    known: tuple[asyncio.AbstractEventLoop, set[ChangeEvent], asyncio.Task[None]] | None = env.extras.get(
         WAITING
     )
     if known is None or known[0] is not loop:
-        events: set[asyncio.Event] = set()
+        events: set[ChangeEvent] = set()
         known = (loop, events, loop.create_task(_wake_at_stop(env, events), name="agent-polls-stop"))
         env.extras[WAITING] = known
     return known[1]
 
 
-async def _wake_at_stop(env: Env, events: set[asyncio.Event]) -> None:
+async def _wake_at_stop(env: Env, events: set[ChangeEvent]) -> None:
     await env.stopping.wait()
     for event in list(events):
         event.set()

@@ -80,6 +80,22 @@ def _registered_by(ctx: RequestContext) -> str:
 # ---- reads ---------------------------------------------------------------------------------------
 
 
+_REFS: dict[str, arns.TaskDefinitionRef] = {}  # ref -> parsed (parsing depends on the text alone)
+MAX_REFS = 1024  # refs kept parsed; the lot is dropped when full
+
+
+def _parsed_ref(ref: str) -> arns.TaskDefinitionRef:
+    """``arns.parse_task_definition(ref)``, parsed once per ref (RunTask names the same few again
+    and again); a malformed ref raises every time, as parsing it does."""
+    parsed = _REFS.get(ref)
+    if parsed is None:
+        parsed = arns.parse_task_definition(ref)
+        if len(_REFS) >= MAX_REFS:
+            _REFS.clear()
+        _REFS[ref] = parsed
+    return parsed
+
+
 def _in_scope(ctx: RequestContext, ref: arns.TaskDefinitionRef) -> bool:
     return ref.arn is None or (ref.arn.region == ctx.region and ref.arn.account == ctx.account_id)
 
@@ -88,13 +104,13 @@ async def read_task_definition(
     env: Env, ctx: RequestContext, ref: str, *, shared: bool = False
 ) -> tuple[TaskDefinition, KeyValue] | None:
     """The definition that ``ref`` names (family = latest ACTIVE revision, family:revision or ARN);
-    ``shared`` as ``taskdef_documents.read_revision`` has it."""
-    parsed = arns.parse_task_definition(ref)
+    ``shared`` as ``taskdef_documents.read_revision`` has it (for the family record too)."""
+    parsed = _parsed_ref(ref)
     if not _in_scope(ctx, parsed):
         return None
     revision = parsed.revision
     if revision is None:
-        family, _ = await docs.read_family(env, ctx.account_id, ctx.region, parsed.family)
+        family, _ = await docs.read_family(env, ctx.account_id, ctx.region, parsed.family, shared=shared)
         revision = family.latest_active
         if revision is None:
             return None
@@ -103,7 +119,8 @@ async def read_task_definition(
 
 async def resolve_task_definition(env: Env, ctx: RequestContext, ref: str) -> TaskDefinition | None:
     """For RunTask and services: the definition ``ref`` names, in any status (None if missing);
-    read from the store each time, possibly decoded earlier (callers only read it)."""
+    read from the store each time (the family record too, for a bare family name), possibly decoded
+    earlier (callers only read it)."""
     found = await read_task_definition(env, ctx, ref, shared=True)
     return found[0] if found is not None else None
 

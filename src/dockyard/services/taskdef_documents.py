@@ -4,13 +4,17 @@ The family record (``TaskDefinitionFamily``) at ``keys.taskdef_family`` and one 
 revision at ``keys.taskdef``. Listing revisions by status reads the family record's counts first and
 the revision documents only when the counts do not settle it.
 
-``read_revision(..., shared=True)`` (RunTask, services, the agents' Poll: callers that only read the
-result) keeps decoded revisions in ``Env.extras``: the document is still read from the store every
-time, so its status (deregistration) and existence (deletion) are always current, and only decoding
-is skipped when the stored bytes equal the ones decoded before.
+``read_revision(..., shared=True)`` and ``read_family(..., shared=True)`` (RunTask, services, the
+agents' Poll: callers that only read the result) keep decoded revisions and family records in
+``Env.extras``: the document is still read from the store every time, so a revision's status
+(deregistration), its existence (deletion) and the family's latest ACTIVE revision are always
+current, and only decoding is skipped when the stored bytes equal the ones decoded before.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 import orjson
 
@@ -22,7 +26,10 @@ from dockyard.store.base import KeyValue
 PAGE = 256  # documents read per store call when scanning
 ACTIVE = TaskDefinitionStatus.ACTIVE
 DECODED = "taskdef_decoded"  # Env.extras: revision key -> (document bytes, their TaskDefinition)
-MAX_DECODED = 1024  # revisions kept decoded; the lot is dropped when full
+RECORDS = "taskdef_records_decoded"  # Env.extras: family record key -> (bytes, TaskDefinitionFamily)
+MAX_DECODED = 1024  # revisions (family records) kept decoded; the lot is dropped when full
+
+_T = TypeVar("_T")
 
 
 def read_record(kv: KeyValue | None, family: str) -> TaskDefinitionFamily:
@@ -46,10 +53,14 @@ def decode(kv: KeyValue) -> TaskDefinition:
 
 
 async def read_family(
-    env: Env, account: str, region: str, family: str
+    env: Env, account: str, region: str, family: str, *, shared: bool = False
 ) -> tuple[TaskDefinitionFamily, KeyValue | None]:
+    """The family's record (an empty one when it has none) and its document; ``shared`` as
+    ``read_revision`` has it."""
     kv = await env.store.get(keys.taskdef_family(account, region, family))
-    return read_record(kv, family), kv
+    if kv is None or not shared:
+        return read_record(kv, family), kv
+    return _shared(env, RECORDS, kv, lambda kv: read_record(kv, family)), kv
 
 
 async def read_revision(
@@ -62,15 +73,21 @@ async def read_revision(
         return None
     if not shared:
         return decode(kv), kv
-    known: dict[str, tuple[bytes, TaskDefinition]] = env.extras.setdefault(DECODED, {})
+    return _shared(env, DECODED, kv, decode), kv
+
+
+def _shared(env: Env, kept: str, kv: KeyValue, decoded: Callable[[KeyValue], _T]) -> _T:
+    """``decoded(kv)``, or what it gave for these same bytes of ``kv.key`` before (kept in
+    ``env.extras[kept]``)."""
+    known: dict[str, tuple[bytes, _T]] = env.extras.setdefault(kept, {})
     hit = known.get(kv.key)
     if hit is not None and hit[0] == kv.value:
-        return hit[1], kv
-    td = decode(kv)
+        return hit[1]
+    value = decoded(kv)
     if len(known) >= MAX_DECODED:
         known.clear()
-    known[kv.key] = (kv.value, td)
-    return td, kv
+    known[kv.key] = (kv.value, value)
+    return value
 
 
 async def families(env: Env, account: str, region: str, prefix: str = "") -> list[TaskDefinitionFamily]:
