@@ -13,11 +13,17 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from dockyard.agent import task_spec
 from dockyard.agent.hollow import HollowAgents
+from dockyard.agent.images import ImagePuller
+from dockyard.agent.ports import PortAllocator
 from dockyard.agent.reporter import Reporter
+from dockyard.agent.runner import Desired, ReportResult, RunnerContext, TaskRunner
+from dockyard.agent.runtime.base import PullBehavior
 from dockyard.agent.runtime.simulated import Delays, SimulatedRuntime
 from dockyard.cli.agent_cmd import app
 from dockyard.client.ecs import TransportError
+from dockyard.domain.task_status import TaskStatus
 from tests.agent.agent_process import AgentProcess
 from tests.conftest import wait_until
 
@@ -282,3 +288,46 @@ def test_hollow_agent_command_against_the_real_server(dockyard_server, ecs, uniq
     counted = json.loads(stats[-1].split("hollow agent stats ", 1)[1])
     # each instance's first Poll is answered at once; the tasks may ride that answer or a later one
     assert counted["instances"] == 4 and counted["polls"] >= 4 and counted["errors"] == 0
+
+
+async def test_reporter_hold_lasts_until_the_next_take() -> None:
+    client = _Recording()
+    reporter = Reporter(client, cluster_arn="c", instance_arn="i", window=0.01)  # type: ignore[arg-type]
+    reporter.hold()  # the engine's next poll carries what is published meanwhile
+    reporter.submit({"taskArn": "a", "seq": 1})
+    assert not reporter._wake.is_set()  # no Report of its own
+    assert [r["taskArn"] for r in reporter.take()] == ["a"]
+    assert not reporter._wake.is_set()  # taken: released, nothing to wake for
+    job = asyncio.create_task(reporter.run())
+    try:
+        reporter.submit({"taskArn": "b", "seq": 1})  # while that poll is out: a Report of its own
+        await until(lambda: client.batches == [["b"]], what="a Report of b alone")
+    finally:
+        job.cancel()
+
+
+def test_runner_takes_no_message_for_an_acknowledgement() -> None:
+    runtime = SimulatedRuntime()
+    ctx = RunnerContext(
+        runtime=runtime,
+        puller=ImagePuller(runtime, PullBehavior.PREFER_CACHED, set()),
+        ports=PortAllocator(62000, 62999),
+        cgroups=None,
+        instance_arn="i",
+        publish=lambda task, report: None,
+    )
+    definition = {"family": "f", "taskDefinitionArn": "td", "revision": 1, **busybox({"name": "web"})}
+    task = task_spec.task_from_wire({"taskArn": "arn:t/1", "taskDefinition": definition})
+    task.seq = 3
+    runner = TaskRunner(task, ctx)
+    runner.desire(TaskStatus.RUNNING, 3)  # the server acknowledging report 3: nothing to do
+    runner.desire(TaskStatus.RUNNING, 2)
+    assert not runner._inbox
+    runner.desire(TaskStatus.RUNNING, 4)  # a seq above the task's: taken
+    runner.desire(TaskStatus.STOPPED, 4)  # a stop: taken
+    assert list(runner._inbox) == [Desired(TaskStatus.RUNNING, 4), Desired(TaskStatus.STOPPED, 4)]
+    other = TaskRunner(task_spec.task_from_wire({"taskArn": "arn:t/2", "taskDefinition": definition}), ctx)
+    other.task.seq = 3
+    other.report_result(3, False)  # a rejected report waits for the server's seq
+    other.desire(TaskStatus.RUNNING, 3)
+    assert [type(m) for m in other._inbox] == [ReportResult, Desired]

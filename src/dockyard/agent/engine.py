@@ -298,12 +298,14 @@ class Engine:
             if self._stopping and not self.runners:
                 log.info("instance deregistered; all tasks stopped")
                 return
-            if news and carry and self.settings.report_window > 0:
-                with reporter.hold():  # what the runners publish meanwhile rides the next poll
-                    await self._window()
-            if news and self.settings.poll_interval > 0:
-                with reporter.hold() if carry else contextlib.nullcontext():
-                    await asyncio.sleep(max(0.0, answered + self.settings.poll_interval - loop.time()))
+            if not news:
+                continue
+            if carry and (self.settings.report_window > 0 or self.settings.poll_interval > 0):
+                reporter.hold()  # until the next poll takes them: what the runners publish meanwhile rides it
+            if carry and self.settings.report_window > 0:
+                await self._window()
+            if self.settings.poll_interval > 0:
+                await asyncio.sleep(max(0.0, answered + self.settings.poll_interval - loop.time()))
 
     async def _window(self) -> None:
         """After a new desired set: wait until every runner settled (so the next poll carries what

@@ -27,12 +27,17 @@ class ImagePuller:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._present: set[str] = set()  # seen on the engine (prefer-cached, once: no inspect)
 
-    async def ensure(self, image: str) -> None:
-        if image in self._present and (
+    def cached(self, image: str) -> bool:
+        """Known to be cached, and that is enough (as ``_get`` would find at once): ``ensure``
+        returns without pulling or waiting."""
+        return image in self._present and (
             self.behavior is PullBehavior.PREFER_CACHED
             or (self.behavior is PullBehavior.ONCE and image in self.pulled)
-        ):
-            return  # known to be cached (as ``_get`` would find at once): no pull to share
+        )
+
+    async def ensure(self, image: str) -> None:
+        if self.cached(image):
+            return  # no pull to share
         fut = self._inflight.get(image)
         if fut is None:
             fut = asyncio.ensure_future(self._get(image))

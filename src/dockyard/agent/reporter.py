@@ -22,11 +22,10 @@ a report whose seq is not above the one it holds (``accepted: false``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +114,7 @@ class Reporter:
         self.stats = stats if stats is not None else ReportStats()
         self._pending: dict[str, dict[str, Any]] = {}
         self._sending = 0  # batches taken and not yet settled
-        self._holds = 0
+        self._held = False  # (hold)
         self._wake = asyncio.Event()  # pending reports, and no poll about to carry them
         self._idle = asyncio.Event()  # nothing pending, nothing in flight
         self._idle.set()
@@ -133,24 +132,21 @@ class Reporter:
     async def drained(self) -> None:
         await self._idle.wait()
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """While held, ``run`` sends nothing: the engine's next poll is about to carry the reports."""
-        self._holds += 1
+    def hold(self) -> None:
+        """Until the next ``take``, ``run`` sends nothing: the engine's next poll is about to carry
+        the reports (released once they are taken, so they wake no Report of their own)."""
+        self._held = True
         self._changed()
-        try:
-            yield
-        finally:
-            self._holds -= 1
-            self._changed()
 
     def take(self) -> list[dict[str, Any]]:
-        """Up to ``max_batch`` pending reports, to send; ``settle`` them with the answer."""
+        """Up to ``max_batch`` pending reports, to send; ``settle`` them with the answer. Ends a hold."""
         batch = list(itertools.islice(self._pending.values(), self.max_batch))
         for sent in batch:
             del self._pending[sent["taskArn"]]
         if batch:
             self._sending += 1
+        if batch or self._held:
+            self._held = False
             self._changed()
         return batch
 
@@ -178,7 +174,7 @@ class Reporter:
                 self.on_result(sent["taskArn"], sent["seq"], results.get(sent["taskArn"], True))
 
     def _changed(self) -> None:
-        if self._pending and not self._holds:
+        if self._pending and not self._held:
             self._wake.set()
         else:
             self._wake.clear()
@@ -198,7 +194,7 @@ class Reporter:
             delay = last_sent + self.window - loop.time() if self.at_once else self.window
             if delay > 0:
                 await asyncio.sleep(delay)
-            if self._holds or not self._pending:
+            if self._held or not self._pending:
                 continue  # a poll carries them (or is about to)
             last_sent = loop.time()
             batch = self.take()

@@ -2,10 +2,10 @@
 
     queue --> apply(message) --> decide (transitions.next_step per container) --> act --> publish
                Desired            a step's action runs as an asyncio task whose outcome
-               RuntimeEvent       comes back on the queue as ``ActionDone``; Docker events
-               ActionDone         (start, die, oom, health_status, destroy) move known
-               Resync             statuses, never backwards
-               ReportResult
+               RuntimeEvent       comes back on the queue as ``ActionDone`` (a pull of an image
+               ActionDone         known to be cached needs no task: done at once); Docker
+               Resync             events (start, die, oom, health_status, destroy) move known
+               ReportResult       statuses, never backwards
 
 Before the first container: the unsupported-feature check, the dependency graph check, the task
 cgroup (limits), host ports, the bridge network and volumes. After the last container stopped:
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,7 +115,8 @@ class TaskRunner:
         self.task = task
         self.ctx = ctx
         self.adopt = adopt
-        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._inbox: deque[Message] = deque()  # the runner's queue (``send``)
+        self._wake: asyncio.Future[None] | None = None  # set while the runner waits for a message
         self._flight = _Flight()
         self._actions: set[asyncio.Task[None]] = set()
         self._plan: dict[str, list[PortBinding]] = {}
@@ -123,19 +125,42 @@ class TaskRunner:
         self._pause: str | None = None  # awsvpc: the container holding the task's namespace
         self._last_report: dict[str, object] | None = None
         self._resend = False
-        self._desired: Desired | None = None  # the last desired state handed over
+        self._desired: tuple[TaskStatus, int] | None = None  # the last desired state seen (desire)
         self._decided = False
 
     def send(self, message: Message) -> None:
-        self.queue.put_nowait(message)
+        self._inbox.append(message)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    def _message(self) -> asyncio.Future[None]:
+        """Resolved by the next ``send`` (a future, awaited by the loop itself: no coroutine)."""
+        self._wake = asyncio.get_running_loop().create_future()
+        return self._wake
 
     def desire(self, status: TaskStatus, reported_seq: int = 0) -> None:
-        """Hand over the server's desired state, unless it is the one already handed over (every
-        poll answer repeats the whole set) and no rejected report waits for it."""
-        last = self._desired
-        if last is None or last.status is not status or last.reported_seq != reported_seq or self._resend:
-            self._desired = Desired(status, reported_seq)
-            self.send(self._desired)
+        """Hand over the server's desired state, unless it is the last one seen (every poll answer
+        repeats the whole set) or would change nothing (``_no_news``: mostly the server
+        acknowledging a report), and no rejected report waits for it."""
+        if self._desired != (status, reported_seq) or self._resend:
+            self._desired = (status, reported_seq)
+            if self._resend or not self._no_news(status, reported_seq):
+                self.send(Desired(status, reported_seq))
+
+    def _no_news(self, status: TaskStatus, reported_seq: int) -> bool:
+        """``Desired(status, reported_seq)`` would change nothing once applied (``_apply``), whatever
+        is queued before it: a seq the task already reached (it only grows), no stop to request
+        (desired STOPPED never turns back) and no rejected report waiting for the server's seq."""
+        task = self.task
+        return (
+            reported_seq <= task.seq
+            and (status is TaskStatus.RUNNING or task.desired is TaskStatus.STOPPED)
+            and not self._resend
+            and not (self._inbox and any(isinstance(m, ReportResult) for m in self._inbox))
+        )
 
     def report_result(self, seq: int, accepted: bool) -> None:
         """What the server did with report ``seq``. Only a rejection asks anything of the runner
@@ -151,7 +176,7 @@ class TaskRunner:
     def settled(self) -> bool:
         """Nothing left to do until something happens: it decided at least once, no action is in
         flight and no message waits (what it would report next depends on the outside world)."""
-        return self._decided and not self._flight.busy and self.queue.empty()
+        return self._decided and not self._flight.busy and not self._inbox
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -166,8 +191,11 @@ class TaskRunner:
                 self._publish()
                 if self.finished and not self._flight.busy:
                     break
-                while not self._apply(await self.queue.get()):
-                    pass  # it changed nothing: the last decision stands
+                while True:  # until a message changes something (else the last decision stands)
+                    if not self._inbox:
+                        await self._message()
+                    elif self._apply(self._inbox.popleft()):
+                        break
             await self._teardown()
         finally:
             for t in self._actions:
@@ -306,6 +334,9 @@ class TaskRunner:
             self._flight.pulls_open += 1
             if self.task.pull_started_at is None:
                 self.task.pull_started_at = self.ctx.now()
+            if self.ctx.puller.cached(c.definition.image):  # done at once: no task to run it
+                self.send(ActionDone(c.name, action))
+                return
         elif action is Action.STOP:
             self._flight.stop_requested.add(c.name)
         elif action is Action.START and self.ctx.cgroups is not None:
