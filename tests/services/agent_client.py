@@ -7,8 +7,11 @@ be tested without containers: ``register()`` returns the agent credentials, ``po
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -16,7 +19,7 @@ import httpx
 import orjson
 
 from tests.api.signing import signed_request
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, start_server
 
 AGENT_PREFIX = "DockyardAgentV1."
 ECS_PREFIX = "AmazonEC2ContainerServiceV20141113."
@@ -165,3 +168,23 @@ class TestAgent:
             {"taskArn": task_arn, "seq": self.next_seq(task_arn), "status": status, **fields}
         )
         return result
+
+
+@contextlib.contextmanager
+def own_server_with_agent(
+    tmp: Path, cluster: str, *server_args: str
+) -> Iterator[tuple[ServerProcess, Any, TestAgent]]:
+    """A server of the test's own (started with ``server_args``), a cluster and one registered
+    ``TestAgent`` in it: (server, admin ECS client, agent); both stopped at the end."""
+    srv = start_server(tmp, *server_args)
+    agent: TestAgent | None = None
+    try:
+        ecs = srv.client("ecs")
+        ecs.create_cluster(clusterName=cluster)
+        agent = TestAgent(srv, cluster)
+        agent.register()
+        yield srv, ecs, agent
+    finally:
+        if agent is not None:
+            agent.close()
+        srv.stop()

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import start_server, wait_until
-from tests.services.agent_client import AGENT_PREFIX, AgentError, TestAgent
+from tests.conftest import wait_until
+from tests.services.agent_client import AGENT_PREFIX, AgentError, own_server_with_agent
 from tests.services.conftest import register_td
 
 
@@ -132,13 +132,7 @@ def test_ecs_state_change_operations(dockyard_server, ecs, cluster, agents, uniq
 
 
 def test_an_agent_that_stops_polling_is_disconnected_and_skipped(tmp_path, unique):
-    srv = start_server(tmp_path, "--agent-timeout", "1")
-    agent: TestAgent | None = None
-    try:
-        ecs = srv.client("ecs")
-        ecs.create_cluster(clusterName=unique)
-        agent = TestAgent(srv, unique)
-        agent.register()
+    with own_server_with_agent(tmp_path, unique, "--agent-timeout", "1") as (_, ecs, agent):
         register_td(ecs, unique)
 
         def connected() -> bool:
@@ -158,10 +152,6 @@ def test_an_agent_that_stops_polling_is_disconnected_and_skipped(tmp_path, uniqu
         agent.poll(wait=2.0)  # longer than the timeout: the server answers within half of it
         assert connected()
         assert len(ecs.run_task(cluster=unique, taskDefinition=unique)["tasks"]) == 1
-    finally:
-        if agent is not None:
-            agent.close()
-        srv.stop()
 
 
 def test_the_agents_own_reports_do_not_wake_its_long_poll(ecs, cluster, agents, unique):
@@ -266,13 +256,9 @@ def test_an_answer_carries_each_task_definition_once(ecs, cluster, agents, uniqu
 def test_a_deleted_task_definition_is_null_in_the_answer(tmp_path, unique):
     """A revision deleted (and expired) while its task runs: ``null`` in ``taskDefinitions``, in
     every answer; the other definitions are there as usual."""
-    srv = start_server(tmp_path, "--retention-seconds", "0.5", "--retention-interval", "0.2")
-    agent: TestAgent | None = None
-    try:
-        ecs = srv.client("ecs")
-        ecs.create_cluster(clusterName=unique)
-        agent = TestAgent(srv, unique)
-        agent.register()
+    with own_server_with_agent(
+        tmp_path, unique, "--retention-seconds", "0.5", "--retention-interval", "0.2"
+    ) as (_, ecs, agent):
         gone, kept = register_td(ecs, unique), register_td(ecs, unique + "-kept")
         [doomed] = ecs.run_task(cluster=unique, taskDefinition=gone)["tasks"]
         [other] = ecs.run_task(cluster=unique, taskDefinition=kept)["tasks"]
@@ -293,7 +279,3 @@ def test_a_deleted_task_definition_is_null_in_the_answer(tmp_path, unique):
             assert uses == {doomed["taskArn"]: gone, other["taskArn"]: kept}
             assert answer["taskDefinitions"][gone] is None
             assert answer["taskDefinitions"][kept]["taskDefinitionArn"] == kept
-    finally:
-        if agent is not None:
-            agent.close()
-        srv.stop()

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import start_server, wait_until
-from tests.services.agent_client import TestAgent
+from tests.conftest import wait_until
+from tests.services.agent_client import own_server_with_agent
 from tests.services.conftest import register_td, resources
 
 
@@ -303,13 +303,9 @@ def test_describe_and_list_tasks_filters_and_pages(ecs, cluster, agents, unique)
 
 
 def test_stopped_tasks_expire_after_the_retention(tmp_path, unique):
-    srv = start_server(tmp_path, "--stopped-task-retention", "0.5", "--retention-interval", "0.2")
-    agent: TestAgent | None = None
-    try:
-        ecs = srv.client("ecs")
-        ecs.create_cluster(clusterName=unique)
-        agent = TestAgent(srv, unique)
-        agent.register()
+    with own_server_with_agent(
+        tmp_path, unique, "--stopped-task-retention", "0.5", "--retention-interval", "0.2"
+    ) as (_, ecs, agent):
         register_td(ecs, unique)
         [task] = ecs.run_task(cluster=unique, taskDefinition=unique, clientToken="tok")["tasks"]
         arn = task["taskArn"]
@@ -322,7 +318,3 @@ def test_stopped_tasks_expire_after_the_retention(tmp_path, unique):
             ),
             what="the STOPPED task to expire",
         )
-    finally:
-        if agent is not None:
-            agent.close()
-        srv.stop()
