@@ -36,6 +36,7 @@ import base64
 import binascii
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -80,20 +81,11 @@ def _registered_by(ctx: RequestContext) -> str:
 # ---- reads ---------------------------------------------------------------------------------------
 
 
-_REFS: dict[str, arns.TaskDefinitionRef] = {}  # ref -> parsed (parsing depends on the text alone)
-MAX_REFS = 1024  # refs kept parsed; the lot is dropped when full
-
-
+@lru_cache(maxsize=1024)
 def _parsed_ref(ref: str) -> arns.TaskDefinitionRef:
     """``arns.parse_task_definition(ref)``, parsed once per ref (RunTask names the same few again
-    and again); a malformed ref raises every time, as parsing it does."""
-    parsed = _REFS.get(ref)
-    if parsed is None:
-        parsed = arns.parse_task_definition(ref)
-        if len(_REFS) >= MAX_REFS:
-            _REFS.clear()
-        _REFS[ref] = parsed
-    return parsed
+    and again; the result is frozen); a malformed ref raises every time, as parsing it does."""
+    return arns.parse_task_definition(ref)
 
 
 def _in_scope(ctx: RequestContext, ref: arns.TaskDefinitionRef) -> bool:

@@ -98,9 +98,9 @@ SELECT_CHANGES = (
 )
 LEASE_DUE = "SELECT 1 FROM leases WHERE expires_at <= ? LIMIT 1"
 NEXT_EXPIRY = "SELECT MIN(expires_at) FROM leases"
-# multi-row writes: ``run_txns`` appends the parameter groups
-# A key's row is updated where it is (a REPLACE would delete it and append a new row, dirtying one
-# more table page and its ``kv`` index entry's page per write).
+# multi-row writes (``run_txns`` appends the parameter groups); a key's row is updated where it is
+# (a REPLACE would delete it and append a new row, dirtying one more table page and its ``kv``
+# index entry's page per write)
 _UPSERT_KV_MANY = "INSERT INTO kv (key, value, create_rev, mod_rev, version, lease) VALUES "
 _UPSERT_KV_SET = (
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value, create_rev = excluded.create_rev,"
